@@ -1,0 +1,124 @@
+"""Per-step checkpoints: tensors in safetensors, everything else in JSON; never a pickle.
+
+A checkpoint is a directory `step-NNNN/` holding `model.safetensors`, `masks.safetensors`,
+`optimizer.safetensors` and `state.json`. `LATEST` names the newest complete one; it is
+written last, through a rename, so a crash mid-write leaves the previous checkpoint in force.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+LATEST = "LATEST"
+_KEEP = 2
+
+
+@dataclass
+class Checkpoint:
+    step: int
+    path: Path
+    model_state: dict[str, Tensor]
+    masks: dict[str, Tensor]
+    optimizer_state: dict[str, Any] | None
+    state: dict[str, Any]
+
+
+def _flatten_optimizer(state_dict: dict[str, Any]) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Split an optimizer state_dict into tensors (for safetensors) and plain JSON values."""
+    tensors: dict[str, Tensor] = {}
+    plain: dict[str, dict[str, Any]] = {}
+    for index, entry in state_dict["state"].items():
+        plain[str(index)] = {}
+        for key, value in entry.items():
+            if isinstance(value, Tensor):
+                tensors[f"{index}.{key}"] = value.detach().contiguous().cpu()
+            else:
+                plain[str(index)][key] = value
+    return tensors, {"param_groups": state_dict["param_groups"], "plain": plain}
+
+
+def _unflatten_optimizer(tensors: dict[str, Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {int(i): dict(v) for i, v in meta["plain"].items()}
+    for name, tensor in tensors.items():
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = tensor
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_checkpoint(
+    directory: Path,
+    *,
+    step: int,
+    model: nn.Module,
+    masks: dict[str, Tensor],
+    optimizer: torch.optim.Optimizer | None,
+    state: dict[str, Any],
+) -> Path:
+    """Write checkpoint `step` under `directory` atomically and return its path.
+
+    Older checkpoints beyond the newest two are removed.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    final = directory / f"step-{step:04d}"
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=directory))
+    try:
+        model_state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(model_state, str(staging / "model.safetensors"))
+        save_file(
+            {k: v.to(torch.uint8).contiguous().cpu() for k, v in masks.items()},
+            str(staging / "masks.safetensors"),
+        )
+        meta: dict[str, Any] = {"step": step, "state": state, "optimizer": None}
+        if optimizer is not None:
+            tensors, optimizer_meta = _flatten_optimizer(optimizer.state_dict())
+            save_file(tensors, str(staging / "optimizer.safetensors"))
+            meta["optimizer"] = optimizer_meta
+        (staging / "state.json").write_text(json.dumps(meta, sort_keys=True))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    pointer = directory / f".{LATEST}.tmp"
+    pointer.write_text(final.name)
+    os.replace(pointer, directory / LATEST)
+    for old in sorted(directory.glob("step-*"))[:-_KEEP]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_latest(directory: Path, *, device: torch.device) -> Checkpoint | None:
+    """Load the newest complete checkpoint under `directory`, or None if there is none."""
+    pointer = directory / LATEST
+    if not pointer.is_file():
+        return None
+    path = directory / pointer.read_text().strip()
+    meta = json.loads((path / "state.json").read_text())
+    model_state = load_file(str(path / "model.safetensors"), device=str(device))
+    masks = {
+        k: v.to(torch.bool)
+        for k, v in load_file(str(path / "masks.safetensors"), device=str(device)).items()
+    }
+    optimizer_state = None
+    if meta["optimizer"] is not None:
+        tensors = load_file(str(path / "optimizer.safetensors"), device=str(device))
+        optimizer_state = _unflatten_optimizer(tensors, meta["optimizer"])
+    return Checkpoint(
+        step=int(meta["step"]),
+        path=path,
+        model_state=model_state,
+        masks=masks,
+        optimizer_state=optimizer_state,
+        state=meta["state"],
+    )

@@ -1,0 +1,181 @@
+"""Training pieces: batching, a masked training epoch, evaluation and distillation."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from core.errors import PruneCancelled, TrainingDiverged
+from core.masks import apply_masks
+
+StopCheck = Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    metric: float
+    loss: float
+
+
+@dataclass(frozen=True)
+class Distillation:
+    """Soft-target distillation from the dense teacher (Hinton et al. 2015, arXiv 1503.02531)."""
+
+    teacher: nn.Module
+    temperature: float
+    weight: float
+
+
+def to_tensors(x: np.ndarray, y: np.ndarray, *, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Move one split to `device` as float32 features and int64 labels."""
+    return (
+        torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32, device=device),
+        torch.as_tensor(np.ascontiguousarray(y), dtype=torch.int64, device=device),
+    )
+
+
+def epoch_generator(*, seed: int, epoch: int) -> torch.Generator:
+    """A CPU generator derived from (seed, epoch), so a resumed run shuffles exactly as before."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+def batches(
+    x: Tensor, y: Tensor, *, batch_size: int, generator: torch.Generator | None = None
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """Yield (x, y) mini-batches; shuffled when a generator is given, in order otherwise."""
+    count = x.shape[0]
+    if generator is None:
+        order = torch.arange(count, device=x.device)
+    else:
+        order = torch.randperm(count, generator=generator).to(x.device)
+    for start in range(0, count, batch_size):
+        index = order[start : start + batch_size]
+        yield x[index], y[index]
+
+
+def autocast(device: torch.device) -> AbstractContextManager[object]:
+    """bf16 autocast on CUDA (no loss scaling needed), plain float32 elsewhere."""
+    if device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def distillation_loss(
+    student: Tensor, teacher: Tensor, targets: Tensor, *, temperature: float, weight: float
+) -> Tensor:
+    """(1 - w) * CE(student, y) + w * T^2 * KL(softmax(teacher / T) || softmax(student / T)).
+
+    Hinton, Vinyals & Dean 2015, "Distilling the Knowledge in a Neural Network" (arXiv 1503.02531);
+    the T^2 factor keeps the soft-target gradients on the scale of the hard-target ones.
+    """
+    hard = F.cross_entropy(student, targets)
+    soft = F.kl_div(
+        F.log_softmax(student / temperature, dim=-1),
+        F.log_softmax(teacher / temperature, dim=-1),
+        log_target=True,
+        reduction="batchmean",
+    )
+    return (1.0 - weight) * hard + weight * temperature**2 * soft
+
+
+def train_epoch(
+    model: nn.Module,
+    *,
+    x: Tensor,
+    y: Tensor,
+    optimizer: torch.optim.Optimizer,
+    batch_size: int,
+    generator: torch.Generator,
+    masks: Mapping[str, Tensor] | None = None,
+    params: Mapping[str, nn.Parameter] | None = None,
+    distill: Distillation | None = None,
+    should_stop: StopCheck | None = None,
+    lr_at: Callable[[float], float] | None = None,
+) -> float:
+    """One pass over (x, y); pruned weights are zeroed after every optimizer step.
+
+    Gradients of pruned weights are zeroed before the step too, so optimizer moments never
+    build up behind a mask. `lr_at(fraction_of_epoch_done)` sets the learning rate per batch.
+
+    Returns:
+        The mean training loss.
+
+    Raises:
+        TrainingDiverged: the loss became NaN or infinite.
+        PruneCancelled: `should_stop()` returned True (checked between batches).
+    """
+    device = x.device
+    model.train()
+    total, seen = 0.0, 0
+    masks = masks or {}
+    masked_params = {name: params[name] for name in masks} if params else {}
+    count = x.shape[0]
+    for xb, yb in batches(x, y, batch_size=batch_size, generator=generator):
+        if should_stop is not None and should_stop():
+            raise PruneCancelled("stop requested")
+        if lr_at is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(seen / count)
+        with autocast(device):
+            logits = model(xb)
+            if distill is None:
+                loss = F.cross_entropy(logits, yb)
+            else:
+                with torch.no_grad():
+                    teacher_logits = distill.teacher(xb)
+                loss = distillation_loss(
+                    logits.float(),
+                    teacher_logits.float(),
+                    yb,
+                    temperature=distill.temperature,
+                    weight=distill.weight,
+                )
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise TrainingDiverged(f"training loss became {value} at example {seen}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]
+        for name, param in masked_params.items():
+            if param.grad is not None:
+                param.grad.mul_(masks[name])
+        optimizer.step()
+        if masked_params:
+            apply_masks(masked_params, masks)
+        total += value * xb.shape[0]
+        seen += xb.shape[0]
+    return total / max(seen, 1)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, *, x: Tensor, y: Tensor, batch_size: int = 1024) -> Evaluation:
+    """Accuracy and mean cross-entropy of `model` on (x, y), in eval mode."""
+    was_training = model.training
+    model.eval()
+    correct, loss_sum = 0, 0.0
+    try:
+        for xb, yb in batches(x, y, batch_size=batch_size):
+            with autocast(x.device):
+                logits = model(xb).float()
+            loss_sum += float(F.cross_entropy(logits, yb, reduction="sum"))
+            correct += int((logits.argmax(dim=-1) == yb).sum())
+    finally:
+        model.train(was_training)
+    count = max(x.shape[0], 1)
+    return Evaluation(metric=correct / count, loss=loss_sum / count)
+
+
+def cosine_lr(*, base: float, epoch: int, epochs: int) -> Callable[[float], float]:
+    """Cosine decay from `base` to 0 over `epochs` epochs (Loshchilov & Hutter 2017, SGDR).
+
+    lr(t) = base * (1 + cos(pi * t / epochs)) / 2, with t the fractional epoch.
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    return lambda done: base * (1.0 + math.cos(math.pi * (epoch + done) / epochs)) / 2.0

@@ -1,0 +1,214 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from core.data import TaskData
+from core.errors import PruneCancelled, TrainingDiverged
+from core.importance import IMPORTANCES
+from core.loop import prune
+from core.masks import prunable_parameters
+from core.spec import JobSpec
+
+
+def _task(seed: int = 0) -> TaskData:
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(3, 12)) * 2.0
+
+    def split(n: int):
+        y = rng.integers(0, 3, size=n)
+        x = centers[y] + rng.normal(size=(n, 12))
+        return x.astype(np.float32), y.astype(np.int64)
+
+    xt, yt = split(240)
+    xv, yv = split(90)
+    return TaskData("blobs", xt, yt, xv, yv, None, None, num_classes=3, input_shape=(12,))
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Linear(12, 24), nn.ReLU(), nn.Linear(24, 16), nn.ReLU(), nn.Linear(16, 3)
+    )
+
+
+def _spec(**prune) -> JobSpec:
+    base = {
+        "target_sparsity": 0.6,
+        "schedule": {"kind": "adaptive", "steps": 3},
+        "max_metric_drop": 0.05,
+        "round_to": 4,
+        "calibration_batches": 2,
+    }
+    base.update(prune)
+    return JobSpec.model_validate(
+        {
+            "model": {"arch": "mlp"},
+            "task": {"dataset": "digits"},
+            "prune": base,
+            "finetune": {"pretrain_epochs": 4, "final_epochs": 1, "lr": 0.01, "batch_size": 32},
+            "seed": 3,
+        }
+    )
+
+
+CRITERIA = [*sorted(IMPORTANCES), "auto"]
+GRANULARITIES = ["unstructured", "2:4", "channel"]
+
+
+@pytest.mark.parametrize("criterion", CRITERIA)
+@pytest.mark.parametrize("granularity", GRANULARITIES)
+def test_every_criterion_and_granularity_prunes_a_tiny_model(criterion, granularity):
+    target = 0.5 if granularity != "unstructured" else 0.6
+    spec = _spec(criterion=criterion, granularity=granularity, target_sparsity=target)
+    reports = []
+    outcome = prune(_model(), _task(), spec, on_step=reports.append)
+    result = outcome.result
+    assert reports[0].decision == "baseline" and reports[-1].decision == "final"
+    assert result.sparsity > 0.2
+    assert 0.0 <= result.metric <= 1.0
+    assert result.criterion in IMPORTANCES
+    if criterion == "auto":
+        assert {f"loss.{name}" for name in ("magnitude", "taylor")} <= set(result.probe)
+    out = outcome.model(torch.as_tensor(_task().x_val))
+    assert out.shape == (90, 3)
+
+
+def test_pruned_weights_stay_exactly_zero_through_fine_tuning():
+    spec = _spec(criterion="magnitude", schedule={"kind": "linear", "steps": 3})
+    seen = []
+
+    def watch(report):
+        seen.append(report.sparsity)
+
+    outcome = prune(_model(), _task(), spec, on_step=watch)
+    for name, param in prunable_parameters(outcome.model).items():
+        mask = outcome.masks[name]
+        assert torch.count_nonzero(param[~mask]) == 0, name
+    assert outcome.result.epochs >= 3
+    assert seen[1:] == sorted(seen[1:])
+    assert outcome.result.sparsity == pytest.approx(0.6, abs=0.01)
+
+
+def test_global_scope_never_empties_a_layer():
+    spec = _spec(
+        criterion="magnitude",
+        target_sparsity=0.95,
+        min_layer_density=0.05,
+        schedule={"kind": "oneshot", "steps": 1},
+        max_metric_drop=1.0,
+    )
+    outcome = prune(_model(), _task(), spec)
+    for name, param in prunable_parameters(outcome.model).items():
+        assert torch.count_nonzero(param) >= math.ceil(0.05 * param.numel()), name
+
+
+def _interrupted_then_resumed(spec, tmp_path, stop_after: int):
+    checkpoints = []
+    with pytest.raises(PruneCancelled):
+        prune(
+            _model(),
+            _task(),
+            spec,
+            checkpoint_dir=tmp_path,
+            on_checkpoint=checkpoints.append,
+            should_stop=lambda: len(checkpoints) >= stop_after,
+        )
+    return prune(_model(), _task(), spec, checkpoint_dir=tmp_path, resume=True)
+
+
+@pytest.mark.parametrize(
+    ("granularity", "schedule", "stop_after"),
+    [
+        ("unstructured", "adaptive", 1),
+        ("unstructured", "adaptive", 3),
+        ("channel", "cubic", 2),
+        ("2:4", "linear", 2),
+    ],
+)
+def test_resumed_run_ends_bit_identical_to_uninterrupted(
+    tmp_path, granularity, schedule, stop_after
+):
+    spec = _spec(
+        granularity=granularity,
+        target_sparsity=0.5,
+        schedule={"kind": schedule, "steps": 3},
+        criterion="adaptive",
+    )
+    spec = spec.model_copy(update={"finetune": spec.finetune.model_copy(update={"distill": True})})
+    reference = prune(_model(), _task(), spec, checkpoint_dir=tmp_path / "a")
+    resumed = _interrupted_then_resumed(spec, tmp_path / "b", stop_after)
+    ref_state, res_state = reference.model.state_dict(), resumed.model.state_dict()
+    assert ref_state.keys() == res_state.keys()
+    for key in ref_state:
+        assert torch.equal(ref_state[key], res_state[key]), key
+    assert [r.decision for r in reference.result.steps] == [
+        r.decision for r in resumed.result.steps
+    ]
+    assert reference.result.metric == resumed.result.metric
+
+
+def test_adaptive_controller_rolls_back_and_keeps_last_good_within_tolerance():
+    spec = _spec(
+        criterion="magnitude",
+        target_sparsity=0.98,
+        max_metric_drop=0.0,
+        min_layer_density=0.0,
+        schedule={"kind": "adaptive", "steps": 2},
+    )
+    outcome = prune(_model(), _task(), spec)
+    decisions = [r.decision for r in outcome.result.steps]
+    assert "rollback" in decisions
+    accepted = [r for r in outcome.result.steps if r.decision not in ("rollback", "final")]
+    assert all(r.metric >= outcome.result.dense_metric for r in accepted)
+    assert outcome.result.best_sparsity_within_tolerance < 0.98
+
+
+def test_budget_of_epochs_stops_the_run_and_says_so():
+    spec = _spec(criterion="magnitude", schedule={"kind": "linear", "steps": 10})
+    spec = spec.model_copy(update={"budget": spec.budget.model_copy(update={"max_epochs": 3})})
+    result = prune(_model(), _task(), spec).result
+    assert result.stop_reason == "max_epochs"
+    assert result.epochs == 3
+
+
+def test_runtime_budget_stops_the_run_and_says_so():
+    spec = _spec(criterion="magnitude", schedule={"kind": "linear", "steps": 10})
+    spec = spec.model_copy(
+        update={"budget": spec.budget.model_copy(update={"max_runtime_s": 1e-3})}
+    )
+    result = prune(_model(), _task(), spec).result
+    assert result.stop_reason == "max_runtime"
+
+
+class _LogScaled(nn.Module):
+    """Logits scaled by log(scale): a large learning rate drives scale below zero -> NaN."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = _model()
+        self.scale = nn.Parameter(torch.tensor(1.5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x) * torch.log(self.scale)
+
+
+def test_diverging_loss_fails_with_its_reason():
+    spec = _spec(criterion="magnitude")
+    finetune = spec.finetune.model_copy(update={"lr": 5.0, "pretrain_lr": 5.0})
+    with pytest.raises(TrainingDiverged, match="loss became nan"):
+        prune(_LogScaled(), _task(), spec.model_copy(update={"finetune": finetune}))
+
+
+def test_cancel_is_checked_between_batches():
+    calls = []
+
+    def should_stop() -> bool:
+        calls.append(1)
+        return len(calls) > 2
+
+    with pytest.raises(PruneCancelled):
+        prune(_model(), _task(), _spec(), should_stop=should_stop)
+    assert len(calls) == 3
