@@ -1,0 +1,1 @@
+"""The job service: HTTP API, results store and artifact storage (never imports torch)."""

@@ -1,0 +1,222 @@
+"""A small HTTP client for the job API (used by the `adaprune` CLI)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from service.store.artifacts import check_artifact_name
+
+FINAL_STATES = ("succeeded", "failed", "cancelled")
+StepCallback = Callable[[dict[str, Any]], None]
+
+
+class ClientError(Exception):
+    """The API answered with an error (status and the body's code and message)."""
+
+    def __init__(self, status: int, *, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class ChecksumMismatch(Exception):
+    """A downloaded artifact's sha256 differs from the listing or the manifest."""
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class AdapruneClient:
+    """Talks to the API with a bearer key."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str,
+        timeout_s: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.http = httpx.Client(
+            base_url=base_url,
+            headers={"Authorization": f"Bearer {api_key}"},
+            timeout=timeout_s,
+            transport=transport,
+        )
+        self._plain = httpx.Client(timeout=timeout_s)
+
+    def close(self) -> None:
+        """Close the connections."""
+        self.http.close()
+        self._plain.close()
+
+    def __enter__(self) -> AdapruneClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def _json(self, response: httpx.Response) -> Any:
+        if response.is_success:
+            return response.json()
+        try:
+            error = response.json()["error"]
+            code, message = str(error["code"]), str(error["message"])
+        except (ValueError, KeyError, TypeError):
+            code, message = "http_error", response.text[:500]
+        raise ClientError(response.status_code, code=code, message=message)
+
+    def submit(self, spec: Mapping[str, Any], idempotency_key: str | None = None) -> dict[str, Any]:
+        """Submit a job spec (as parsed YAML/JSON); returns the job."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        result: dict[str, Any] = self._json(
+            self.http.post("/v1/jobs", json=dict(spec), headers=headers)
+        )
+        return result
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        """The job's current record."""
+        result: dict[str, Any] = self._json(self.http.get(f"/v1/jobs/{job_id}"))
+        return result
+
+    def steps(self, job_id: str) -> list[dict[str, Any]]:
+        """The job's steps so far."""
+        result: list[dict[str, Any]] = self._json(self.http.get(f"/v1/jobs/{job_id}/steps"))
+        return result
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        """Ask the job to stop; returns the job."""
+        result: dict[str, Any] = self._json(self.http.post(f"/v1/jobs/{job_id}/cancel"))
+        return result
+
+    def artifacts(self, job_id: str) -> list[dict[str, Any]]:
+        """The job's artifact listing (name, size_bytes, sha256, url)."""
+        result: list[dict[str, Any]] = self._json(self.http.get(f"/v1/jobs/{job_id}/artifacts"))
+        return result
+
+    def wait(
+        self,
+        job_id: str,
+        *,
+        on_step: StepCallback | None = None,
+        poll_s: float = 2.0,
+        timeout_s: float | None = None,
+    ) -> dict[str, Any]:
+        """Poll until the job is final, calling `on_step` once for each new step.
+
+        Returns:
+            The final job record.
+
+        Raises:
+            TimeoutError: `timeout_s` passed first.
+        """
+        if poll_s <= 0:
+            raise ValueError(f"poll_s {poll_s} must be positive")
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        seen = -1
+        while True:
+            job = self.get(job_id)
+            if on_step is not None:
+                for step in self.steps(job_id):
+                    if int(step["step"]) > seen:
+                        seen = int(step["step"])
+                        on_step(step)
+            if job["state"] in FINAL_STATES:
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job['state']} after {timeout_s}s")
+            time.sleep(poll_s)
+
+    def _download(self, job_id: str, name: str, dest: Path) -> None:
+        path = f"/v1/jobs/{job_id}/artifacts/{name}"
+        with self.http.stream("GET", path, follow_redirects=False) as response:
+            if response.status_code in (301, 302, 303, 307, 308):
+                # Presigned URLs carry their own signature: never send our key to the store.
+                location = response.headers["location"]
+                with self._plain.stream("GET", location) as stored:
+                    _save(stored, dest)
+                return
+            _save(response, dest)
+
+    def pull(self, job_id: str, out_dir: Path) -> Path:
+        """Download every artifact of a job into `out_dir`, verified.
+
+        Files go to a temporary directory beside `out_dir`; each sha256 is checked against
+        the listing and against manifest.json's `files` sha256 entries when present; only then is the
+        directory renamed to `out_dir` (which must be missing or empty).
+
+        Returns:
+            `out_dir`.
+
+        Raises:
+            ChecksumMismatch: a file's digest disagrees (nothing is left in `out_dir`).
+            FileExistsError: `out_dir` exists and is not empty.
+        """
+        out_dir = out_dir.expanduser().resolve()
+        if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+            raise FileExistsError(f"{out_dir} exists and is not an empty directory")
+        listing = self.artifacts(job_id)
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        temp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.partial-"))
+        try:
+            for item in listing:
+                name = check_artifact_name(str(item["name"]))
+                self._download(job_id, name, temp / name)
+                actual = sha256_file(temp / name)
+                if actual != item["sha256"]:
+                    raise ChecksumMismatch(
+                        f"{name}: sha256 {actual} differs from the listing's {item['sha256']}"
+                    )
+            _check_manifest(temp)
+            if out_dir.exists():
+                out_dir.rmdir()
+            temp.rename(out_dir)
+        except BaseException:
+            shutil.rmtree(temp, ignore_errors=True)
+            raise
+        return out_dir
+
+
+def _save(response: httpx.Response, dest: Path) -> None:
+    if not response.is_success:
+        response.read()
+        try:
+            error = response.json()["error"]
+            code, message = str(error["code"]), str(error["message"])
+        except (ValueError, KeyError, TypeError):
+            code, message = "http_error", response.text[:500]
+        raise ClientError(response.status_code, code=code, message=message)
+    with dest.open("wb") as out:
+        for block in response.iter_bytes():
+            out.write(block)
+
+
+def _check_manifest(directory: Path) -> None:
+    manifest = directory / "manifest.json"
+    if not manifest.is_file():
+        return
+    files = json.loads(manifest.read_text()).get("files") or {}
+    for name, entry in files.items():
+        path = directory / check_artifact_name(str(name))
+        if not path.is_file():
+            raise ChecksumMismatch(f"manifest lists {name} but the job has no such artifact")
+        digest = str(entry["sha256"])
+        actual = sha256_file(path)
+        if actual != digest:
+            raise ChecksumMismatch(f"{name}: sha256 {actual} differs from the manifest's {digest}")

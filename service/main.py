@@ -1,0 +1,80 @@
+"""The FastAPI application: `create_app()`, or `service.main:app` built on first access."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from service.deps import Services
+from service.http_errors import install_error_handlers
+from service.metrics import ApiMetrics, ScrapeSources
+from service.middleware import BodyLimitMiddleware, MetricsMiddleware
+from service.queue import JobQueue
+from service.routes import artifacts, health, jobs
+from service.settings import ApiSettings
+from service.storage import storage_from_url
+from service.store import JobStore
+
+
+def build_services(settings: ApiSettings) -> Services:
+    """Connect nothing yet: engines, broker and storage clients connect on first use."""
+    store = JobStore.from_url(settings.database_url)
+    queue = JobQueue(settings.redis_url)
+
+    def queue_depths() -> dict[str, int]:
+        names = {settings.default_queue}
+        # The database being down must not hide the queue depth.
+        with contextlib.suppress(Exception):
+            names.update(store.active_queues())
+        return {name: queue.queue_depth(name) for name in names}
+
+    sources = ScrapeSources(
+        state_counts=store.job_state_counts,
+        queue_depths=queue_depths,
+        max_heartbeat_age_s=store.max_heartbeat_age_s,
+    )
+    return Services(
+        settings=settings,
+        store=store,
+        queue=queue,
+        storage=storage_from_url(settings.artifact_url),
+        metrics=ApiMetrics(sources),
+    )
+
+
+def create_app(settings: ApiSettings | None = None) -> FastAPI:
+    """Build the API for `settings` (read from the environment when None)."""
+    services = build_services(settings if settings is not None else ApiSettings())
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        services.queue.close()
+        services.store.engine.dispose()
+
+    app = FastAPI(title="adaprune", version="0.1.0", lifespan=lifespan)
+    app.state.services = services
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=services.settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=services.metrics)
+    app.include_router(jobs.router)
+    app.include_router(artifacts.router)
+    app.include_router(health.router)
+    return app
+
+
+_app: FastAPI | None = None
+
+
+def __getattr__(name: str) -> Any:
+    # `app` is built on first access so that importing this module reads no settings.
+    global _app
+    if name == "app":
+        if _app is None:
+            _app = create_app()
+        return _app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

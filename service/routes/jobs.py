@@ -1,0 +1,98 @@
+"""Job routes: submit, list, read, steps, cancel."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Header, Query, Response
+
+from core.spec import JobSpec
+from service.deps import ServicesDep, TenantDep
+from service.errors import EnqueueFailed
+from service.http_errors import ApiError, validation_error
+from service.policy import check_policy
+from service.schemas import ErrorBody, ErrorDetail, JobList, JobPublic, StepPublic
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+StateFilter = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
+ERRORS: dict[int | str, dict[str, object]] = {
+    status: {"model": ErrorBody} for status in (401, 404, 409, 413, 422, 429, 503)
+}
+
+
+@router.post("", status_code=201, responses=ERRORS)
+def submit_job(
+    spec: JobSpec,
+    response: Response,
+    tenant: TenantDep,
+    services: ServicesDep,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
+    x_adaprune_queue: Annotated[str | None, Header(pattern=r"^[a-z0-9-]{1,32}$")] = None,
+) -> JobPublic:
+    """Submit a pruning job; a repeat with the same Idempotency-Key returns the first job."""
+    settings = services.settings
+    problems = check_policy(
+        spec,
+        allowed_entrypoints=settings.allowed_entrypoints,
+        allowed_file_roots=settings.allowed_file_roots,
+    )
+    if problems:
+        raise validation_error(
+            [ErrorDetail(code="policy", message=p.message, field=p.field) for p in problems]
+        )
+    queue = x_adaprune_queue or settings.default_queue
+    created = services.store.create_job(
+        tenant_id=tenant.id,
+        spec=spec.model_dump(mode="json"),
+        queue=queue,
+        idempotency_key=idempotency_key,
+        max_active=tenant.max_active_jobs or settings.tenant_max_active_jobs,
+    )
+    job = created.job
+    if not created.created:
+        response.status_code = 200
+        response.headers["Idempotent-Replayed"] = "true"
+        return JobPublic.of(job)
+    try:
+        services.queue.enqueue(job.id, queue)
+    except EnqueueFailed as error:
+        services.store.mark_enqueue_failed(job.id, message=str(error))
+        raise ApiError(
+            503, code="enqueue_failed", message=f"job {job.id} could not be queued; try again"
+        ) from error
+    services.metrics.submitted.inc()
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return JobPublic.of(job)
+
+
+@router.get("", responses=ERRORS)
+def list_jobs(
+    tenant: TenantDep,
+    services: ServicesDep,
+    state: StateFilter | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> JobList:
+    """List your jobs, newest first, optionally in one state."""
+    page = services.store.list_jobs(tenant.id, state=state, limit=limit, cursor=cursor)
+    return JobList(items=[JobPublic.of(job) for job in page.items], next_cursor=page.next_cursor)
+
+
+@router.get("/{job_id}", responses=ERRORS)
+def get_job(job_id: str, tenant: TenantDep, services: ServicesDep) -> JobPublic:
+    """Read one job: state, phase, progress, sparsity, metric, error and result."""
+    return JobPublic.of(services.store.get_job(tenant.id, job_id))
+
+
+@router.get("/{job_id}/steps", responses=ERRORS)
+def list_steps(job_id: str, tenant: TenantDep, services: ServicesDep) -> list[StepPublic]:
+    """The job's pruning steps: the sparsity and metric time series."""
+    services.store.get_job(tenant.id, job_id)
+    return [StepPublic.of(step) for step in services.store.list_steps(job_id)]
+
+
+@router.post("/{job_id}/cancel", responses=ERRORS)
+def cancel_job(job_id: str, tenant: TenantDep, services: ServicesDep) -> JobPublic:
+    """Cancel a job: queued jobs stop at once, running ones at the next batch."""
+    return JobPublic.of(services.store.request_cancel(tenant.id, job_id))

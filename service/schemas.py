@@ -1,0 +1,119 @@
+"""Response bodies of the HTTP API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from service.db.models import Artifact, Job, JobStep
+
+
+class ErrorDetail(BaseModel):
+    """One problem: a machine-readable code, a message and, for bad input, the field path."""
+
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorInfo(ErrorDetail):
+    """The error of a failed request; validation errors list every field in `details`."""
+
+    details: list[ErrorDetail] | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every error response: {"error": {"code", "message", "field"?, "details"?}}."""
+
+    error: ErrorInfo
+
+
+class JobError(BaseModel):
+    """Why a job failed."""
+
+    code: str
+    message: str | None = None
+
+
+class JobPublic(BaseModel):
+    """A job as clients see it."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str
+    queue: str
+    state: str
+    phase: str | None
+    attempt: int
+    cancel_requested: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    target_sparsity: float
+    sparsity: float | None
+    dense_metric: float | None
+    metric: float | None
+    progress: float
+    error: JobError | None
+    result: dict[str, Any] | None
+    spec: dict[str, Any]
+
+    @classmethod
+    def of(cls, job: Job) -> JobPublic:
+        """Build from a job row."""
+        error = JobError(code=job.error_code, message=job.error_message) if job.error_code else None
+        data = {name: getattr(job, name) for name in cls.model_fields if name != "error"}
+        return cls.model_validate({**data, "error": error})
+
+
+class JobList(BaseModel):
+    """One page of jobs, newest first; pass `next_cursor` as `cursor` for the next page."""
+
+    items: list[JobPublic]
+    next_cursor: str | None
+
+
+class StepPublic(BaseModel):
+    """One pruning step of a job."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    step: int
+    attempt: int
+    target_sparsity: float
+    sparsity: float
+    metric: float
+    loss: float
+    decision: str
+    seconds: float
+    epochs: int
+    created_at: datetime
+
+    @classmethod
+    def of(cls, step: JobStep) -> StepPublic:
+        """Build from a step row."""
+        return cls.model_validate(step)
+
+
+class ArtifactPublic(BaseModel):
+    """A file a job produced; `url` is its download path on this API."""
+
+    name: str
+    size_bytes: int
+    sha256: str
+    created_at: datetime
+    url: str
+
+    @classmethod
+    def of(cls, artifact: Artifact) -> ArtifactPublic:
+        """Build from an artifact row."""
+        return cls(
+            name=artifact.name,
+            size_bytes=artifact.size_bytes,
+            sha256=artifact.sha256,
+            created_at=artifact.created_at,
+            url=f"/v1/jobs/{artifact.job_id}/artifacts/{artifact.name}",
+        )

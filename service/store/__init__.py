@@ -1,0 +1,24 @@
+"""The results store that both the API and the workers use."""
+
+from __future__ import annotations
+
+from service.store.artifacts import ArtifactOps, check_artifact_name
+from service.store.jobs import Created, JobPage, JobQueries, request_hash
+from service.store.leases import ATTEMPTS_EXHAUSTED, Claim, LeaseOps, LeaseStatus
+from service.store.steps import StepOps
+
+
+class JobStore(JobQueries, LeaseOps, StepOps, ArtifactOps):
+    """Every store operation; build it with `JobStore.from_url(url)` or from a sessionmaker."""
+
+
+__all__ = [
+    "ATTEMPTS_EXHAUSTED",
+    "Claim",
+    "Created",
+    "JobPage",
+    "JobStore",
+    "LeaseStatus",
+    "check_artifact_name",
+    "request_hash",
+]

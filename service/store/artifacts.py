@@ -1,0 +1,78 @@
+"""Artifact records: which named files a job produced, where they live, their checksums."""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from service.db.models import Artifact, utcnow
+from service.errors import InvalidKey
+from service.store.base import StoreBase
+
+ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
+SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+def check_artifact_name(name: str) -> str:
+    """Return `name` if it is a plain file name (letters, digits, '.', '_', '-'; no path).
+
+    Raises:
+        InvalidKey: naming the bad value.
+    """
+    if not ARTIFACT_NAME.match(name) or ".." in name:
+        raise InvalidKey(f"artifact name {name!r} must be a plain file name")
+    return name
+
+
+class ArtifactOps(StoreBase):
+    """Write and read artifact rows."""
+
+    def record_artifact(
+        self, job_id: str, *, name: str, storage_key: str, size_bytes: int, sha256: str
+    ) -> None:
+        """Insert or replace the row for artifact `name` of a job.
+
+        Args:
+            job_id: the job.
+            name: a plain file name such as "weights.safetensors".
+            storage_key: where the bytes are in the artifact storage.
+            size_bytes: the object's size.
+            sha256: lowercase hex digest of the bytes.
+        """
+        check_artifact_name(name)
+        if not SHA256_HEX.match(sha256):
+            raise ValueError(f"sha256 {sha256!r} is not 64 lowercase hex digits")
+        if size_bytes < 0:
+            raise ValueError(f"size_bytes {size_bytes} is negative")
+        row = {
+            "job_id": job_id,
+            "name": name,
+            "storage_key": storage_key,
+            "size_bytes": size_bytes,
+            "sha256": sha256,
+            "created_at": utcnow(),
+        }
+        with self.tx() as session:
+            dialect = session.get_bind().dialect.name
+            insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+            statement = insert(Artifact).values(**row)
+            updates = {name: statement.excluded[name] for name in row if name not in ("job_id",)}
+            session.execute(
+                statement.on_conflict_do_update(index_elements=["job_id", "name"], set_=updates)
+            )
+
+    def list_artifacts(self, job_id: str) -> list[Artifact]:
+        """The job's artifacts by name."""
+        with self.tx() as session:
+            return list(
+                session.scalars(
+                    select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.name)
+                )
+            )
+
+    def get_artifact(self, job_id: str, name: str) -> Artifact | None:
+        """The row of artifact `name`, or None when the job recorded no such artifact."""
+        with self.tx() as session:
+            return session.get(Artifact, (job_id, name))

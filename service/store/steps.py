@@ -1,0 +1,85 @@
+"""The per-step time series of a job (sparsity, metric, loss, controller decision)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from service.db.models import Job, JobStep, utcnow
+from service.store.base import StoreBase
+
+STEP_FIELDS = ("target_sparsity", "sparsity", "metric", "loss", "decision", "seconds", "epochs")
+
+
+def _step_values(report: Mapping[str, Any]) -> dict[str, Any]:
+    missing = [name for name in ("step", *STEP_FIELDS) if name not in report]
+    if missing:
+        raise ValueError(f"step report lacks {', '.join(missing)}")
+    values = {name: report[name] for name in STEP_FIELDS}
+    for name in ("target_sparsity", "sparsity", "metric", "loss", "seconds"):
+        values[name] = float(values[name])
+    values["epochs"] = int(values["epochs"])
+    values["decision"] = str(values["decision"])
+    return values
+
+
+class StepOps(StoreBase):
+    """Write and read job steps."""
+
+    def record_step(self, job_id: str, *, attempt: int, report: Mapping[str, Any]) -> None:
+        """Store one step report (replacing a row with the same step) and update the job.
+
+        The job's `sparsity` and `metric` take the step's values, `progress` becomes
+        min(1, sparsity / target_sparsity), and a "baseline" step sets `dense_metric`.
+
+        Args:
+            job_id: the job.
+            attempt: the attempt that produced the step.
+            report: a `StepReport.to_dict()`: step, target_sparsity, sparsity, metric, loss,
+                decision, seconds, epochs (other keys are ignored).
+        """
+        values = _step_values(report)
+        step = int(report["step"])
+        row = {"job_id": job_id, "step": step, "attempt": attempt, "created_at": utcnow(), **values}
+        with self.tx() as session:
+            dialect = session.get_bind().dialect.name
+            insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+            statement = insert(JobStep).values(**row)
+            updates = {name: statement.excluded[name] for name in row if name not in ("job_id",)}
+            session.execute(
+                statement.on_conflict_do_update(index_elements=["job_id", "step"], set_=updates)
+            )
+            target = session.scalar(select(Job.target_sparsity).where(Job.id == job_id))
+            progress = min(1.0, max(0.0, values["sparsity"] / target)) if target else 0.0
+            job_values: dict[str, Any] = {
+                "sparsity": values["sparsity"],
+                "metric": values["metric"],
+                "progress": progress,
+            }
+            if values["decision"] == "baseline":
+                job_values["dense_metric"] = values["metric"]
+            session.execute(update(Job).where(Job.id == job_id).values(**job_values))
+
+    def truncate_steps(self, job_id: str, *, after_step: int) -> int:
+        """Delete the steps after `after_step` (a resumed job replays them from its checkpoint).
+
+        Returns:
+            How many rows were deleted.
+        """
+        with self.tx() as session:
+            result = session.execute(
+                delete(JobStep).where(JobStep.job_id == job_id, JobStep.step > after_step)
+            )
+            return int(getattr(result, "rowcount", 0))
+
+    def list_steps(self, job_id: str) -> list[JobStep]:
+        """The job's steps in step order."""
+        with self.tx() as session:
+            return list(
+                session.scalars(
+                    select(JobStep).where(JobStep.job_id == job_id).order_by(JobStep.step)
+                )
+            )
