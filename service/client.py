@@ -158,7 +158,7 @@ class AdapruneClient:
         """Download every artifact of a job into `out_dir`, verified.
 
         Files go to a temporary directory beside `out_dir`; each sha256 is checked against
-        the listing and against manifest.json's `files` sha256 entries when present; only then is the
+        the listing and against manifest.json's `files` entries when present; only then is the
         directory renamed to `out_dir` (which must be missing or empty).
 
         Returns:
