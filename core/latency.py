@@ -81,6 +81,20 @@ def measure_latency(
     }
 
 
+_ROUNDS = 3
+_REPEATS_PER_ROUND = 10
+_SECONDS_PER_ROUND = 2.0
+
+
+def _pooled(rounds: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Median over the rounds' medians and p90s; runs summed."""
+    return {
+        "median_s": float(np.median([r["median_s"] for r in rounds])),
+        "p90_s": float(np.median([r["p90_s"] for r in rounds])),
+        "runs": int(sum(r["runs"] for r in rounds)),
+    }
+
+
 def batch_of(features: np.ndarray, *, batch_size: int, device: torch.device) -> Tensor:
     """The first `batch_size` rows of `features` (cycled when there are fewer) as a tensor."""
     if len(features) == 0:
@@ -117,8 +131,20 @@ def compare_latency(
     batches: list[dict[str, Any]] = []
     for size in batch_sizes:
         inputs = batch_of(features, batch_size=size, device=target)
-        dense_time = measure_latency(dense, example_inputs=inputs)
-        pruned_time = measure_latency(pruned, example_inputs=inputs)
+        # Interleave the two models in rounds so that a burst of load on a shared machine
+        # lands on both, not on whichever happened to be timed second.
+        rounds: dict[str, list[dict[str, float]]] = {"dense": [], "pruned": []}
+        for _ in range(_ROUNDS):
+            for key, model in (("dense", dense), ("pruned", pruned)):
+                rounds[key].append(
+                    measure_latency(
+                        model,
+                        example_inputs=inputs,
+                        repeats=_REPEATS_PER_ROUND,
+                        max_seconds=_SECONDS_PER_ROUND,
+                    )
+                )
+        dense_time, pruned_time = _pooled(rounds["dense"]), _pooled(rounds["pruned"])
         batches.append(
             {
                 "batch_size": size,

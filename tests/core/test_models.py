@@ -10,11 +10,9 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from core.architectures import BasicBlock, ResNet, TransformerClassifier
 from core.errors import ModelLoadFailed
 from core.models import (
-    BasicBlock,
-    ResNet,
-    TransformerClassifier,
     architecture,
     build_builtin,
     build_from_architecture,

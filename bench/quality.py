@@ -1,0 +1,292 @@
+"""Accuracy vs sparsity: adaprune against common pruning baselines at equal fine-tuning budgets.
+
+For each task and seed a dense model is trained once (Adam, lr 0.01, batch 100); every method then
+starts from a copy of it and gets the same number of fine-tuning epochs (50 by default):
+
+- oneshot-noft:   global magnitude, once, no fine-tuning
+- oneshot-ft:     global magnitude once, then 30 epochs + 20 epochs cosine decay
+- gmp:            gradual magnitude pruning, cubic schedule (Zhu & Gupta 2017), 10 steps x 3 epochs + 20
+- torch-l1:       torch.nn.utils.prune.global_unstructured(L1Unstructured), then 30 + 20 epochs
+- tp-channel-50:  Torch-Pruning, 50 % of channels (group magnitude), then 30 + 20 epochs
+- adaprune:       the adaptive task-aware criterion, distillation from the dense model, per-layer
+                  floor, cubic schedule 10 x 3 + 20 epochs
+
+Test-split accuracy is reported as mean ± std over seeds. Writes the "quality" section of
+docs/benchmarks.md and docs/quality.png.
+
+    python bench/quality.py                      # full run (3 seeds, 4 sparsities, 3 tasks)
+    python bench/quality.py --seeds 1 --tasks breast_cancer --sparsities 0.9   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import torch_pruning as tp
+from torch import nn
+from torch.nn.utils import prune as torch_prune
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import ROOT, mean_std, write_section  # noqa: E402
+from core.data import TaskData, builtin_task  # noqa: E402
+from core.finetune import cosine_lr, epoch_generator, evaluate, to_tensors, train_epoch  # noqa: E402
+from core.loop import prune  # noqa: E402
+from core.masks import apply_masks, measured_sparsity, prunable_parameters  # noqa: E402
+from core.masks import unstructured_masks  # noqa: E402
+from core.models import build_builtin  # noqa: E402
+from core.spec import JobSpec  # noqa: E402
+from core.structured import count_macs_params  # noqa: E402
+
+CPU = torch.device("cpu")
+LR = 0.01
+BATCH = 100
+STEPS, EPOCHS_PER_STEP, FINAL = 10, 3, 20  # 50 fine-tuning epochs for every method
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    arch: str
+    kwargs: dict[str, Any]
+    dense_epochs: int
+
+
+TASKS = {
+    "mnist1d": Task("mnist1d", "cnn1d", {}, 150),
+    "digits": Task("digits", "cnn2d", {"widths": [16, 32]}, 60),
+    "breast_cancer": Task("breast_cancer", "mlp", {}, 150),
+}
+
+
+@dataclass
+class Split:
+    x: torch.Tensor
+    y: torch.Tensor
+
+
+def splits(data: TaskData) -> tuple[Split, Split, Split]:
+    assert data.x_test is not None and data.y_test is not None
+    return tuple(  # type: ignore[return-value]
+        Split(*to_tensors(x, y, device=CPU))
+        for x, y in ((data.x_train, data.y_train), (data.x_val, data.y_val),
+                     (data.x_test, data.y_test))
+    )
+
+
+def fit(model: nn.Module, train: Split, *, seed: int, constant: int, cosine: int,
+        masks: dict[str, torch.Tensor] | None = None) -> None:
+    """`constant` epochs at LR, then `cosine` epochs decaying to 0 (the loop's own fine-tuning)."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.0)
+    params = prunable_parameters(model) if masks else None
+    for epoch in range(constant + cosine):
+        lr_at = None
+        if epoch >= constant:
+            lr_at = cosine_lr(base=LR, epoch=epoch - constant, epochs=cosine)
+        train_epoch(model, x=train.x, y=train.y, optimizer=optimizer, batch_size=BATCH,
+                    generator=epoch_generator(seed=seed, epoch=1000 + epoch), masks=masks,
+                    params=params, lr_at=lr_at)
+
+
+def dense_model(task: Task, data: TaskData, train: Split, seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    model = build_builtin(task.arch, input_shape=data.input_shape, num_classes=data.num_classes,
+                          **task.kwargs)
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+    for epoch in range(task.dense_epochs):
+        train_epoch(model, x=train.x, y=train.y, optimizer=optimizer, batch_size=BATCH,
+                    generator=epoch_generator(seed=seed, epoch=epoch))
+    return model.eval()
+
+
+def accuracy(model: nn.Module, split: Split) -> float:
+    return evaluate(model, x=split.x, y=split.y).metric
+
+
+def zeros(model: nn.Module) -> float:
+    return measured_sparsity({k: v.detach() for k, v in prunable_parameters(model).items()})[0]
+
+
+# ------------------------------------------------------------------------------------ methods
+Method = Callable[[nn.Module, TaskData, Split, float, int], tuple[nn.Module, float]]
+
+
+def oneshot(model: nn.Module, data: TaskData, train: Split, sparsity: float, seed: int,
+            *, finetune: bool) -> tuple[nn.Module, float]:
+    params = prunable_parameters(model)
+    scores = {k: v.detach().abs() for k, v in params.items()}
+    masks = unstructured_masks(scores, sparsity=sparsity, scope="global", min_density=0.0)
+    apply_masks(params, masks)
+    if finetune:
+        fit(model, train, seed=seed, constant=STEPS * EPOCHS_PER_STEP, cosine=FINAL, masks=masks)
+    return model, zeros(model)
+
+
+def torch_l1(model: nn.Module, data: TaskData, train: Split, sparsity: float, seed: int
+             ) -> tuple[nn.Module, float]:
+    modules = [(m, "weight") for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
+    torch_prune.global_unstructured(modules, pruning_method=torch_prune.L1Unstructured, amount=sparsity)
+    fit(model, train, seed=seed, constant=STEPS * EPOCHS_PER_STEP, cosine=FINAL)
+    for module, name in modules:
+        torch_prune.remove(module, name)
+    return model, zeros(model)
+
+
+def tp_channel(model: nn.Module, data: TaskData, train: Split, sparsity: float, seed: int
+               ) -> tuple[nn.Module, float]:
+    example = train.x[:1]
+    before = sum(p.numel() for p in model.parameters())
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    pruner = tp.pruner.MetaPruner(model, example, importance=tp.importance.GroupMagnitudeImportance(p=1),
+                                  pruning_ratio=sparsity, ignored_layers=[last])
+    pruner.step()
+    fit(model, train, seed=seed, constant=STEPS * EPOCHS_PER_STEP, cosine=FINAL)
+    return model, 1 - sum(p.numel() for p in model.parameters()) / before
+
+
+def adaprune_method(criterion: str, *, schedule: str = "cubic", distill: bool = True,
+                    floor: float = 0.02) -> Method:
+    def run(model: nn.Module, data: TaskData, train: Split, sparsity: float, seed: int
+            ) -> tuple[nn.Module, float]:
+        spec = JobSpec.model_validate({
+            "model": {"arch": "mlp"}, "task": {"dataset": data.name}, "seed": seed,
+            "prune": {"target_sparsity": sparsity, "criterion": criterion, "max_metric_drop": 1.0,
+                      "schedule": {"kind": schedule, "steps": STEPS}, "min_layer_density": floor},
+            "finetune": {"pretrain_epochs": 0, "epochs_per_step": EPOCHS_PER_STEP,
+                         "final_epochs": FINAL, "lr": LR, "batch_size": BATCH, "distill": distill},
+        })
+        outcome = prune(model, data, spec, device=CPU)
+        return outcome.model, outcome.result.sparsity
+    return run
+
+
+METHODS: dict[str, Method] = {
+    "oneshot-noft": lambda m, d, t, s, seed: oneshot(m, d, t, s, seed, finetune=False),
+    "oneshot-ft": lambda m, d, t, s, seed: oneshot(m, d, t, s, seed, finetune=True),
+    "gmp": adaprune_method("magnitude", distill=False, floor=0.0),
+    "torch-l1": torch_l1,
+    "adaprune": adaprune_method("adaptive"),
+}
+CRITERIA = ("magnitude", "taylor", "activation", "adaptive", "seed_ratio", "auto")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    torch.set_num_threads(args.threads)
+    rows: dict[tuple[str, str, float], list[float]] = defaultdict(list)
+    measured: dict[tuple[str, str, float], list[float]] = defaultdict(list)
+    dense_acc: dict[str, list[float]] = defaultdict(list)
+    for task_name in args.tasks:
+        task = TASKS[task_name]
+        data = builtin_task(task_name)
+        train, _, test = splits(data)
+        for seed in range(args.seeds):
+            start = time.perf_counter()
+            dense = dense_model(task, data, train, seed)
+            dense_acc[task_name].append(accuracy(dense, test))
+            print(f"{task_name} seed {seed}: dense {dense_acc[task_name][-1]:.4f} "
+                  f"({time.perf_counter() - start:.0f}s)", flush=True)
+            jobs: list[tuple[str, Method, float]] = [
+                (name, method, s) for s in args.sparsities for name, method in METHODS.items()
+            ]
+            jobs.append(("tp-channel-50", tp_channel, 0.5))
+            if task_name == "breast_cancer":
+                jobs += [(f"adaprune/{c}", adaprune_method(c), 0.95) for c in CRITERIA]
+            for name, method, sparsity in jobs:
+                start = time.perf_counter()
+                torch.manual_seed(seed)
+                model, reached = method(copy.deepcopy(dense), data, train, sparsity, seed)
+                acc = accuracy(model, test)
+                rows[(task_name, name, sparsity)].append(acc)
+                measured[(task_name, name, sparsity)].append(reached)
+                print(f"  {name:<22} s={sparsity:.2f} acc {acc:.4f} sparsity {reached:.4f} "
+                      f"({time.perf_counter() - start:.1f}s)", flush=True)
+    return {"rows": rows, "measured": measured, "dense": dense_acc}
+
+
+def render(results: dict[str, Any], args: argparse.Namespace) -> str:
+    rows, measured, dense = results["rows"], results["measured"], results["dense"]
+    lines = [
+        "## Quality: accuracy vs sparsity (`bench/quality.py`)",
+        "",
+        f"Test accuracy, mean ± std over {args.seeds} seed(s); every method gets "
+        f"{STEPS * EPOCHS_PER_STEP + FINAL} fine-tuning epochs after the same dense model "
+        "(Adam lr 0.01, batch 100). Sparsity is counted from the weights (zeros among prunable "
+        "weights; for channel pruning, the fraction of parameters removed).",
+        "",
+    ]
+    for task_name in args.tasks:
+        task = TASKS[task_name]
+        d_mean, d_std = mean_std(dense[task_name])
+        lines += [f"### {task_name} ({task.arch} {task.kwargs or ''}, dense {task.dense_epochs} "
+                  f"epochs): dense {100 * d_mean:.1f} ± {100 * d_std:.1f}", "",
+                  "| method | " + " | ".join(f"{100 * s:.0f} %" for s in args.sparsities) + " |",
+                  "|---|" + "---|" * len(args.sparsities)]
+        for name in METHODS:
+            cells = []
+            for s in args.sparsities:
+                m, sd = mean_std(rows[(task_name, name, s)])
+                cells.append(f"{100 * m:.1f} ± {100 * sd:.1f}")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        m, sd = mean_std(rows[(task_name, "tp-channel-50", 0.5)])
+        ms, _ = mean_std(measured[(task_name, "tp-channel-50", 0.5)])
+        lines += ["", f"Torch-Pruning, 50 % of channels + fine-tune: {100 * m:.1f} ± {100 * sd:.1f} "
+                  f"({100 * ms:.1f} % of parameters removed).", ""]
+        if task_name == "breast_cancer":
+            lines += ["adaprune at 95 % with each criterion (per-layer floor 2 %):", "",
+                      "| criterion | accuracy | min over seeds |", "|---|---|---|"]
+            for c in CRITERIA:
+                values = rows[(task_name, f"adaprune/{c}", 0.95)]
+                m, sd = mean_std(values)
+                lines.append(f"| {c} | {100 * m:.1f} ± {100 * sd:.1f} | {100 * min(values):.1f} |")
+            lines.append("")
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, Any], args: argparse.Namespace, path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(5 * len(args.tasks), 4), layout="constrained")
+    axes = figure.subplots(1, len(args.tasks), squeeze=False)[0]
+    for axis, task_name in zip(axes, args.tasks, strict=True):
+        for name in METHODS:
+            means = [mean_std(results["rows"][(task_name, name, s)]) for s in args.sparsities]
+            axis.errorbar([100 * s for s in args.sparsities], [100 * m for m, _ in means],
+                          yerr=[100 * sd for _, sd in means], marker="o", capsize=3, label=name)
+        d_mean, _ = mean_std(results["dense"][task_name])
+        axis.axhline(100 * d_mean, color="black", linestyle="--", label="dense")
+        axis.set_title(task_name)
+        axis.set_xlabel("sparsity (%)")
+        axis.set_ylabel("test accuracy (%)")
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    figure.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--sparsities", nargs="+", type=float, default=[0.5, 0.7, 0.9, 0.95])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-write", action="store_true", help="print, do not touch docs/")
+    args = parser.parse_args()
+    results = run(args)
+    text = render(results, args)
+    print(text)
+    if not args.no_write:
+        plot(results, args, ROOT / "docs" / "quality.png")
+        write_section("quality", text + "\n\n![accuracy vs sparsity](quality.png)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""One job end to end, with no service around it: spec -> data + model -> prune -> artifact.
+
+`adaprune run` and the Celery worker both call `run_job`; they differ only in the callbacks
+they pass and where the checkpoints and the artifact go.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from core import artifact
+from core.data import TaskData, load_task
+from core.errors import DataInvalid, ModelLoadFailed
+from core.finetune import evaluate, to_tensors
+from core.loop import CheckpointCallback, PhaseCallback, PruneOutcome, prune
+from core.models import architecture, build_model, load_weights
+from core.report import StepCallback
+from core.spec import JobSpec
+from core.uri import fetch
+
+
+@dataclass(frozen=True)
+class JobOutput:
+    outcome: PruneOutcome
+    manifest: dict[str, Any]
+    artifact_dir: Path
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" -> cuda when available, else cpu; "cuda", "cuda:N" and "cpu" as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but CUDA is not available")
+    return device
+
+
+def prepare(
+    spec: JobSpec, *, cache_dir: Path, allowed_entrypoints: Sequence[str] | None
+) -> tuple[TaskData, nn.Module]:
+    """Load the task's data and build the model (with its weights, when the spec names them)."""
+    fetcher = functools.partial(fetch, cache_dir=cache_dir)
+    data = load_task(spec.task, fetch=fetcher)
+    torch.manual_seed(spec.seed)
+    model = build_model(
+        spec.model,
+        input_shape=data.input_shape,
+        num_classes=data.num_classes,
+        allowed_entrypoints=allowed_entrypoints,
+    )
+    if spec.model.weights is not None:
+        try:
+            path = fetcher(spec.model.weights)
+        except FileNotFoundError as error:
+            raise ModelLoadFailed(str(error)) from error
+        load_weights(model, path)
+    return data, model
+
+
+def accuracy_of(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
+    """The artifact's metric: accuracy of `model` on (x, y) on the model's own device."""
+    device = next(model.parameters()).device
+    xt, yt = to_tensors(x, y, device=device)
+    return evaluate(model, x=xt, y=yt).metric
+
+
+def run_job(
+    spec: JobSpec,
+    *,
+    out_dir: Path,
+    work_dir: Path,
+    device: str = "auto",
+    allowed_entrypoints: Sequence[str] | None = None,
+    resume: bool = False,
+    on_step: StepCallback | None = None,
+    on_phase: PhaseCallback | None = None,
+    on_checkpoint: CheckpointCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> JobOutput:
+    """Run `spec` and export its verified artifact to `out_dir`.
+
+    Args:
+        out_dir: where the artifact lands; it appears whole or not at all.
+        work_dir: downloads (`cache/`) and per-step checkpoints (`checkpoints/`).
+        resume: continue from the newest checkpoint in `work_dir/checkpoints`.
+    """
+    torch_device = resolve_device(device)
+    data, model = prepare(spec, cache_dir=work_dir / "cache", allowed_entrypoints=allowed_entrypoints)
+    if data.x_train.shape[0] < 1 or data.x_val.shape[0] < 1:
+        raise DataInvalid("the task needs at least one training and one validation example")
+    outcome = prune(
+        model,
+        data,
+        spec,
+        device=torch_device,
+        checkpoint_dir=work_dir / "checkpoints",
+        resume=resume,
+        on_step=on_step,
+        on_phase=on_phase,
+        on_checkpoint=on_checkpoint,
+        should_stop=should_stop,
+    )
+    if on_phase is not None:
+        on_phase("exporting")
+    manifest = artifact.export(
+        out_dir,
+        model=outcome.model,
+        dense_model=outcome.dense_model,
+        result=outcome.result,
+        spec=spec,
+        architecture=architecture(
+            spec.model, input_shape=data.input_shape, num_classes=data.num_classes
+        ),
+        data=data,
+        evaluate=accuracy_of,
+        device=str(torch_device),
+    )
+    return JobOutput(outcome=outcome, manifest=manifest, artifact_dir=out_dir)
