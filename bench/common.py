@@ -52,7 +52,10 @@ def command() -> str:
 def commit() -> str:
     try:
         return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
             check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
@@ -60,15 +63,21 @@ def commit() -> str:
 
 
 def write_section(name: str, body: str, *, path: Path = BENCHMARKS) -> None:
-    """Replace (or append) the section `name` of docs/benchmarks.md, stamped with how it was made."""
+    """Replace (or append) section `name` of docs/benchmarks.md, stamped with how it was made."""
     stamp = (
         f"_Command: `{command()}` · machine: {machine()} · date: "
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC · commit {commit()}_\n\n"
     )
     block = f"<!-- {name}:start -->\n{body.rstrip()}\n\n{stamp}<!-- {name}:end -->"
     text = path.read_text() if path.exists() else HEADER
-    pattern = re.compile(rf"<!-- {re.escape(name)}:start -->.*?<!-- {re.escape(name)}:end -->", re.S)
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else f"{text.rstrip()}\n\n{block}\n"
+    pattern = re.compile(
+        rf"<!-- {re.escape(name)}:start -->.*?<!-- {re.escape(name)}:end -->", re.S
+    )
+    text = (
+        pattern.sub(lambda _: block, text)
+        if pattern.search(text)
+        else f"{text.rstrip()}\n\n{block}\n"
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
 

@@ -22,33 +22,55 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import write_section  # noqa: E402
-from core.data import builtin_task  # noqa: E402
-from core.finetune import epoch_generator, to_tensors, train_epoch  # noqa: E402
-from core.loop import prune  # noqa: E402
-from core.models import build_builtin  # noqa: E402
-from core.spec import JobSpec  # noqa: E402
+from bench.common import write_section
+from core.data import builtin_task
+from core.finetune import epoch_generator, to_tensors, train_epoch
+from core.loop import prune
+from core.models import build_builtin
+from core.spec import JobSpec
 
 CPU = torch.device("cpu")
 
 
-def job_spec(*, criterion: str, schedule: str, distill: bool, steps: int, per_step: int,
-             final: int) -> JobSpec:
-    return JobSpec.model_validate({
-        "model": {"arch": "cnn1d"}, "task": {"dataset": "mnist1d"},
-        "prune": {"target_sparsity": 0.9, "criterion": criterion, "max_metric_drop": 1.0,
-                  "schedule": {"kind": schedule, "steps": steps}},
-        "finetune": {"pretrain_epochs": 0, "epochs_per_step": per_step, "final_epochs": final,
-                     "lr": 0.01, "batch_size": 100, "distill": distill},
-    })
+def job_spec(
+    *, criterion: str, schedule: str, distill: bool, steps: int, per_step: int, final: int
+) -> JobSpec:
+    return JobSpec.model_validate(
+        {
+            "model": {"arch": "cnn1d"},
+            "task": {"dataset": "mnist1d"},
+            "prune": {
+                "target_sparsity": 0.9,
+                "criterion": criterion,
+                "max_metric_drop": 1.0,
+                "schedule": {"kind": schedule, "steps": steps},
+            },
+            "finetune": {
+                "pretrain_epochs": 0,
+                "epochs_per_step": per_step,
+                "final_epochs": final,
+                "lr": 0.01,
+                "batch_size": 100,
+                "distill": distill,
+            },
+        }
+    )
 
 
-def dense_training(model: torch.nn.Module, *, epochs: int, x: torch.Tensor, y: torch.Tensor) -> float:
+def dense_training(
+    model: torch.nn.Module, *, epochs: int, x: torch.Tensor, y: torch.Tensor
+) -> float:
     start = time.perf_counter()
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.01, weight_decay=0.0)
     for epoch in range(epochs):
-        train_epoch(model, x=x, y=y, optimizer=optimizer, batch_size=100,
-                    generator=epoch_generator(seed=0, epoch=epoch))
+        train_epoch(
+            model,
+            x=x,
+            y=y,
+            optimizer=optimizer,
+            batch_size=100,
+            generator=epoch_generator(seed=0, epoch=epoch),
+        )
     return time.perf_counter() - start
 
 
@@ -71,13 +93,17 @@ def main() -> None:
     base = build_builtin("cnn1d", input_shape=data.input_shape, num_classes=data.num_classes)
     configs = {
         "adaptive criterion, cubic 10 x 3 + 20": job_spec(
-            criterion="adaptive", schedule="cubic", distill=False, steps=10, per_step=3, final=20),
+            criterion="adaptive", schedule="cubic", distill=False, steps=10, per_step=3, final=20
+        ),
         "adaptive criterion, adaptive schedule, 10 x 3 + 20": job_spec(
-            criterion="adaptive", schedule="adaptive", distill=False, steps=10, per_step=3, final=20),
+            criterion="adaptive", schedule="adaptive", distill=False, steps=10, per_step=3, final=20
+        ),
         "magnitude, cubic 10 x 3 + 20": job_spec(
-            criterion="magnitude", schedule="cubic", distill=False, steps=10, per_step=3, final=20),
+            criterion="magnitude", schedule="cubic", distill=False, steps=10, per_step=3, final=20
+        ),
         "adaptive criterion + distillation, cubic 10 x 3 + 20": job_spec(
-            criterion="adaptive", schedule="cubic", distill=True, steps=10, per_step=3, final=20),
+            criterion="adaptive", schedule="cubic", distill=True, steps=10, per_step=3, final=20
+        ),
     }
     rows = []
     for name, spec in configs.items():
@@ -87,16 +113,18 @@ def main() -> None:
             job_times.append(job_time)
             dense_times.append(dense_training(copy.deepcopy(base), epochs=epochs, x=x, y=y))
         ratio = statistics.median(job_times) / statistics.median(dense_times)
-        rows.append((name, epochs, statistics.median(dense_times), statistics.median(job_times), ratio))
+        rows.append(
+            (name, epochs, statistics.median(dense_times), statistics.median(job_times), ratio)
+        )
         print(f"{name}: {ratio:.3f}", flush=True)
     lines = [
         "## Loop overhead (`bench/overhead.py`)",
         "",
-        "mnist1d, cnn1d (5.2k parameters), 90 % target, CPU. A pruning job (scoring, masking,",
-        "masked fine-tuning, evaluation each step, controller, a checkpoint per step) against plain",
-        f"dense training for the same number of epochs; medians of {args.repeats} interleaved runs.",
-        "Target: at most 1.25 on CPU for a job without distillation (distillation is opt-in and adds",
-        "a teacher forward pass to every batch).",
+        "mnist1d, cnn1d (5.2k parameters), 90 % target, CPU. A pruning job (scoring, masking,"
+        " masked fine-tuning, evaluation each step, controller, a checkpoint per step) against"
+        f" plain dense training for the same number of epochs; medians of {args.repeats}"
+        " interleaved runs. Target: at most 1.25 on CPU for a job without distillation"
+        " (distillation is opt-in and adds a teacher forward pass to every batch).",
         "",
         "| job | epochs | dense training (s) | pruning job (s) | ratio |",
         "|---|---|---|---|---|",

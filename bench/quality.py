@@ -5,7 +5,7 @@ starts from a copy of it and gets the same number of fine-tuning epochs (50 by d
 
 - oneshot-noft:   global magnitude, once, no fine-tuning
 - oneshot-ft:     global magnitude once, then 30 epochs + 20 epochs cosine decay
-- gmp:            gradual magnitude pruning, cubic schedule (Zhu & Gupta 2017), 10 steps x 3 epochs + 20
+- gmp:            gradual magnitude pruning, cubic schedule (Zhu & Gupta 2017), 10 x 3 + 20 epochs
 - torch-l1:       torch.nn.utils.prune.global_unstructured(L1Unstructured), then 30 + 20 epochs
 - tp-channel-50:  Torch-Pruning, 50 % of channels (group magnitude), then 30 + 20 epochs
 - adaprune:       the adaptive task-aware criterion, distillation from the dense model, per-layer
@@ -31,22 +31,24 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 import torch_pruning as tp
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import ROOT, mean_std, write_section  # noqa: E402
-from core.data import TaskData, builtin_task  # noqa: E402
-from core.finetune import cosine_lr, epoch_generator, evaluate, to_tensors, train_epoch  # noqa: E402
-from core.loop import prune  # noqa: E402
-from core.masks import apply_masks, measured_sparsity, prunable_parameters  # noqa: E402
-from core.masks import unstructured_masks  # noqa: E402
-from core.models import build_builtin  # noqa: E402
-from core.spec import JobSpec  # noqa: E402
-from core.structured import count_macs_params  # noqa: E402
+from bench.common import ROOT, mean_std, write_section
+from core.data import TaskData, builtin_task
+from core.finetune import cosine_lr, epoch_generator, evaluate, to_tensors, train_epoch
+from core.loop import prune
+from core.masks import (
+    apply_masks,
+    measured_sparsity,
+    prunable_parameters,
+    unstructured_masks,
+)
+from core.models import build_builtin
+from core.spec import JobSpec
 
 CPU = torch.device("cpu")
 LR = 0.01
@@ -79,13 +81,23 @@ def splits(data: TaskData) -> tuple[Split, Split, Split]:
     assert data.x_test is not None and data.y_test is not None
     return tuple(  # type: ignore[return-value]
         Split(*to_tensors(x, y, device=CPU))
-        for x, y in ((data.x_train, data.y_train), (data.x_val, data.y_val),
-                     (data.x_test, data.y_test))
+        for x, y in (
+            (data.x_train, data.y_train),
+            (data.x_val, data.y_val),
+            (data.x_test, data.y_test),
+        )
     )
 
 
-def fit(model: nn.Module, train: Split, *, seed: int, constant: int, cosine: int,
-        masks: dict[str, torch.Tensor] | None = None) -> None:
+def fit(
+    model: nn.Module,
+    train: Split,
+    *,
+    seed: int,
+    constant: int,
+    cosine: int,
+    masks: dict[str, torch.Tensor] | None = None,
+) -> None:
     """`constant` epochs at LR, then `cosine` epochs decaying to 0 (the loop's own fine-tuning)."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.0)
     params = prunable_parameters(model) if masks else None
@@ -93,19 +105,34 @@ def fit(model: nn.Module, train: Split, *, seed: int, constant: int, cosine: int
         lr_at = None
         if epoch >= constant:
             lr_at = cosine_lr(base=LR, epoch=epoch - constant, epochs=cosine)
-        train_epoch(model, x=train.x, y=train.y, optimizer=optimizer, batch_size=BATCH,
-                    generator=epoch_generator(seed=seed, epoch=1000 + epoch), masks=masks,
-                    params=params, lr_at=lr_at)
+        train_epoch(
+            model,
+            x=train.x,
+            y=train.y,
+            optimizer=optimizer,
+            batch_size=BATCH,
+            generator=epoch_generator(seed=seed, epoch=1000 + epoch),
+            masks=masks,
+            params=params,
+            lr_at=lr_at,
+        )
 
 
 def dense_model(task: Task, data: TaskData, train: Split, seed: int) -> nn.Module:
     torch.manual_seed(seed)
-    model = build_builtin(task.arch, input_shape=data.input_shape, num_classes=data.num_classes,
-                          **task.kwargs)
+    model = build_builtin(
+        task.arch, input_shape=data.input_shape, num_classes=data.num_classes, **task.kwargs
+    )
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
     for epoch in range(task.dense_epochs):
-        train_epoch(model, x=train.x, y=train.y, optimizer=optimizer, batch_size=BATCH,
-                    generator=epoch_generator(seed=seed, epoch=epoch))
+        train_epoch(
+            model,
+            x=train.x,
+            y=train.y,
+            optimizer=optimizer,
+            batch_size=BATCH,
+            generator=epoch_generator(seed=seed, epoch=epoch),
+        )
     return model.eval()
 
 
@@ -121,8 +148,9 @@ def zeros(model: nn.Module) -> float:
 Method = Callable[[nn.Module, TaskData, Split, float, int], tuple[nn.Module, float]]
 
 
-def oneshot(model: nn.Module, data: TaskData, train: Split, sparsity: float, seed: int,
-            *, finetune: bool) -> tuple[nn.Module, float]:
+def oneshot(
+    model: nn.Module, data: TaskData, train: Split, sparsity: float, seed: int, *, finetune: bool
+) -> tuple[nn.Module, float]:
     params = prunable_parameters(model)
     scores = {k: v.detach().abs() for k, v in params.items()}
     masks = unstructured_masks(scores, sparsity=sparsity, scope="global", min_density=0.0)
@@ -132,41 +160,70 @@ def oneshot(model: nn.Module, data: TaskData, train: Split, sparsity: float, see
     return model, zeros(model)
 
 
-def torch_l1(model: nn.Module, data: TaskData, train: Split, sparsity: float, seed: int
-             ) -> tuple[nn.Module, float]:
-    modules = [(m, "weight") for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
-    torch_prune.global_unstructured(modules, pruning_method=torch_prune.L1Unstructured, amount=sparsity)
+def torch_l1(
+    model: nn.Module, data: TaskData, train: Split, sparsity: float, seed: int
+) -> tuple[nn.Module, float]:
+    modules = [
+        (m, "weight") for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))
+    ]
+    torch_prune.global_unstructured(
+        modules, pruning_method=torch_prune.L1Unstructured, amount=sparsity
+    )
     fit(model, train, seed=seed, constant=STEPS * EPOCHS_PER_STEP, cosine=FINAL)
     for module, name in modules:
         torch_prune.remove(module, name)
     return model, zeros(model)
 
 
-def tp_channel(model: nn.Module, data: TaskData, train: Split, sparsity: float, seed: int
-               ) -> tuple[nn.Module, float]:
+def tp_channel(
+    model: nn.Module, data: TaskData, train: Split, sparsity: float, seed: int
+) -> tuple[nn.Module, float]:
     example = train.x[:1]
     before = sum(p.numel() for p in model.parameters())
     last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
-    pruner = tp.pruner.MetaPruner(model, example, importance=tp.importance.GroupMagnitudeImportance(p=1),
-                                  pruning_ratio=sparsity, ignored_layers=[last])
+    pruner = tp.pruner.MetaPruner(
+        model,
+        example,
+        importance=tp.importance.GroupMagnitudeImportance(p=1),
+        pruning_ratio=sparsity,
+        ignored_layers=[last],
+    )
     pruner.step()
     fit(model, train, seed=seed, constant=STEPS * EPOCHS_PER_STEP, cosine=FINAL)
     return model, 1 - sum(p.numel() for p in model.parameters()) / before
 
 
-def adaprune_method(criterion: str, *, schedule: str = "cubic", distill: bool = True,
-                    floor: float = 0.02) -> Method:
-    def run(model: nn.Module, data: TaskData, train: Split, sparsity: float, seed: int
-            ) -> tuple[nn.Module, float]:
-        spec = JobSpec.model_validate({
-            "model": {"arch": "mlp"}, "task": {"dataset": data.name}, "seed": seed,
-            "prune": {"target_sparsity": sparsity, "criterion": criterion, "max_metric_drop": 1.0,
-                      "schedule": {"kind": schedule, "steps": STEPS}, "min_layer_density": floor},
-            "finetune": {"pretrain_epochs": 0, "epochs_per_step": EPOCHS_PER_STEP,
-                         "final_epochs": FINAL, "lr": LR, "batch_size": BATCH, "distill": distill},
-        })
+def adaprune_method(
+    criterion: str, *, schedule: str = "cubic", distill: bool = True, floor: float = 0.02
+) -> Method:
+    def run(
+        model: nn.Module, data: TaskData, train: Split, sparsity: float, seed: int
+    ) -> tuple[nn.Module, float]:
+        spec = JobSpec.model_validate(
+            {
+                "model": {"arch": "mlp"},
+                "task": {"dataset": data.name},
+                "seed": seed,
+                "prune": {
+                    "target_sparsity": sparsity,
+                    "criterion": criterion,
+                    "max_metric_drop": 1.0,
+                    "schedule": {"kind": schedule, "steps": STEPS},
+                    "min_layer_density": floor,
+                },
+                "finetune": {
+                    "pretrain_epochs": 0,
+                    "epochs_per_step": EPOCHS_PER_STEP,
+                    "final_epochs": FINAL,
+                    "lr": LR,
+                    "batch_size": BATCH,
+                    "distill": distill,
+                },
+            }
+        )
         outcome = prune(model, data, spec, device=CPU)
         return outcome.model, outcome.result.sparsity
+
     return run
 
 
@@ -193,8 +250,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             start = time.perf_counter()
             dense = dense_model(task, data, train, seed)
             dense_acc[task_name].append(accuracy(dense, test))
-            print(f"{task_name} seed {seed}: dense {dense_acc[task_name][-1]:.4f} "
-                  f"({time.perf_counter() - start:.0f}s)", flush=True)
+            print(
+                f"{task_name} seed {seed}: dense {dense_acc[task_name][-1]:.4f} "
+                f"({time.perf_counter() - start:.0f}s)",
+                flush=True,
+            )
             jobs: list[tuple[str, Method, float]] = [
                 (name, method, s) for s in args.sparsities for name, method in METHODS.items()
             ]
@@ -208,8 +268,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 acc = accuracy(model, test)
                 rows[(task_name, name, sparsity)].append(acc)
                 measured[(task_name, name, sparsity)].append(reached)
-                print(f"  {name:<22} s={sparsity:.2f} acc {acc:.4f} sparsity {reached:.4f} "
-                      f"({time.perf_counter() - start:.1f}s)", flush=True)
+                print(
+                    f"  {name:<22} s={sparsity:.2f} acc {acc:.4f} sparsity {reached:.4f} "
+                    f"({time.perf_counter() - start:.1f}s)",
+                    flush=True,
+                )
     return {"rows": rows, "measured": measured, "dense": dense_acc}
 
 
@@ -227,10 +290,13 @@ def render(results: dict[str, Any], args: argparse.Namespace) -> str:
     for task_name in args.tasks:
         task = TASKS[task_name]
         d_mean, d_std = mean_std(dense[task_name])
-        lines += [f"### {task_name} ({task.arch} {task.kwargs or ''}, dense {task.dense_epochs} "
-                  f"epochs): dense {100 * d_mean:.1f} ± {100 * d_std:.1f}", "",
-                  "| method | " + " | ".join(f"{100 * s:.0f} %" for s in args.sparsities) + " |",
-                  "|---|" + "---|" * len(args.sparsities)]
+        lines += [
+            f"### {task_name} ({task.arch} {task.kwargs or ''}, dense {task.dense_epochs} "
+            f"epochs): dense {100 * d_mean:.1f} ± {100 * d_std:.1f}",
+            "",
+            "| method | " + " | ".join(f"{100 * s:.0f} %" for s in args.sparsities) + " |",
+            "|---|" + "---|" * len(args.sparsities),
+        ]
         for name in METHODS:
             cells = []
             for s in args.sparsities:
@@ -239,11 +305,19 @@ def render(results: dict[str, Any], args: argparse.Namespace) -> str:
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         m, sd = mean_std(rows[(task_name, "tp-channel-50", 0.5)])
         ms, _ = mean_std(measured[(task_name, "tp-channel-50", 0.5)])
-        lines += ["", f"Torch-Pruning, 50 % of channels + fine-tune: {100 * m:.1f} ± {100 * sd:.1f} "
-                  f"({100 * ms:.1f} % of parameters removed).", ""]
+        lines += [
+            "",
+            f"Torch-Pruning, 50 % of channels + fine-tune: {100 * m:.1f} ± {100 * sd:.1f} "
+            f"({100 * ms:.1f} % of parameters removed).",
+            "",
+        ]
         if task_name == "breast_cancer":
-            lines += ["adaprune at 95 % with each criterion (per-layer floor 2 %):", "",
-                      "| criterion | accuracy | min over seeds |", "|---|---|---|"]
+            lines += [
+                "adaprune at 95 % with each criterion (per-layer floor 2 %):",
+                "",
+                "| criterion | accuracy | min over seeds |",
+                "|---|---|---|",
+            ]
             for c in CRITERIA:
                 values = rows[(task_name, f"adaprune/{c}", 0.95)]
                 m, sd = mean_std(values)
@@ -260,8 +334,14 @@ def plot(results: dict[str, Any], args: argparse.Namespace, path: Path) -> None:
     for axis, task_name in zip(axes, args.tasks, strict=True):
         for name in METHODS:
             means = [mean_std(results["rows"][(task_name, name, s)]) for s in args.sparsities]
-            axis.errorbar([100 * s for s in args.sparsities], [100 * m for m, _ in means],
-                          yerr=[100 * sd for _, sd in means], marker="o", capsize=3, label=name)
+            axis.errorbar(
+                [100 * s for s in args.sparsities],
+                [100 * m for m, _ in means],
+                yerr=[100 * sd for _, sd in means],
+                marker="o",
+                capsize=3,
+                label=name,
+            )
         d_mean, _ = mean_std(results["dense"][task_name])
         axis.axhline(100 * d_mean, color="black", linestyle="--", label="dense")
         axis.set_title(task_name)
@@ -273,7 +353,9 @@ def plot(results: dict[str, Any], args: argparse.Namespace, path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--sparsities", nargs="+", type=float, default=[0.5, 0.7, 0.9, 0.95])
     parser.add_argument("--seeds", type=int, default=3)
