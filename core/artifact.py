@@ -35,13 +35,23 @@ from core.report import PruneResult
 from core.spec import JobSpec
 from core.structured import count_macs_params, nonzero_params, resize_to_shapes, shapes_of
 
-__all__ = ["FORMAT", "export", "load", "measure_latency", "read_manifest", "sha256_file"]
+__all__ = [
+    "FORMAT",
+    "LATENCY_BATCH_SIZES",
+    "export",
+    "load",
+    "measure_latency",
+    "read_manifest",
+    "sha256_file",
+]
 
 FORMAT = "adaprune/1"
 WEIGHTS = "weights.safetensors"
 MANIFEST = "manifest.json"
 STEPS = "steps.csv"
 CURVE = "curve.png"
+# small, medium and large batches: a pruned model can be faster at one and slower at another
+LATENCY_BATCH_SIZES = (1, 32, 256)
 STEP_COLUMNS = (
     "step",
     "target_sparsity",
@@ -281,7 +291,7 @@ def export(
     data: TaskData,
     evaluate: Evaluate,
     device: str = "cpu",
-    latency_batch_sizes: Sequence[int] = (1, 64),
+    latency_batch_sizes: Sequence[int] = LATENCY_BATCH_SIZES,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write the artifact of a pruning run to `out_dir`, all or nothing.

@@ -35,7 +35,7 @@ class JobOutput:
 
 
 def resolve_device(name: str) -> torch.device:
-    """"auto" -> cuda when available, else cpu; "cuda", "cuda:N" and "cpu" as given."""
+    """ "auto" -> cuda when available, else cpu; "cuda", "cuda:N" and "cpu" as given."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
@@ -94,7 +94,9 @@ def run_job(
         resume: continue from the newest checkpoint in `work_dir/checkpoints`.
     """
     torch_device = resolve_device(device)
-    data, model = prepare(spec, cache_dir=work_dir / "cache", allowed_entrypoints=allowed_entrypoints)
+    data, model = prepare(
+        spec, cache_dir=work_dir / "cache", allowed_entrypoints=allowed_entrypoints
+    )
     if data.x_train.shape[0] < 1 or data.x_val.shape[0] < 1:
         raise DataInvalid("the task needs at least one training and one validation example")
     outcome = prune(

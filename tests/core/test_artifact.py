@@ -19,7 +19,14 @@ from torch import nn
 from torch.nn.utils import prune
 
 import core.artifact as artifact
-from core.artifact import export, load, measure_latency, read_manifest, sha256_file
+from core.artifact import (
+    LATENCY_BATCH_SIZES,
+    export,
+    load,
+    measure_latency,
+    read_manifest,
+    sha256_file,
+)
 from core.data import TaskData, builtin_task
 from core.errors import ArtifactInvalid
 from core.models import architecture, build_from_architecture
@@ -296,7 +303,7 @@ def test_latency_entries_are_measured_for_each_batch_size_and_model(
     latency = manifest["latency"]
     assert latency["device"] == "cpu"
     assert latency["torch_threads"] == torch.get_num_threads()
-    assert [entry["batch_size"] for entry in latency["batches"]] == [1, 64]
+    assert [entry["batch_size"] for entry in latency["batches"]] == list(LATENCY_BATCH_SIZES)
     for entry in latency["batches"]:
         for which in ("dense", "pruned"):
             timing = entry[which]
