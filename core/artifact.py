@@ -32,7 +32,8 @@ from core.latency import compare_latency, measure_latency
 from core.masks import measured_sparsity, prunable_parameters
 from core.models import build_from_architecture
 from core.report import PruneResult
-from core.spec import JobSpec
+from core.semistructured import measure_two_four
+from core.spec import JobSpec, parse_nm
 from core.structured import count_macs_params, nonzero_params, resize_to_shapes, shapes_of
 
 __all__ = [
@@ -266,6 +267,11 @@ def _build(
         "sparsity": _sparsity(saved=saved, pruned=pruned, spec=spec, sizes=sizes),
         "complexity": sizes,
         "latency": latency,
+        "nm_kernels": (
+            measure_two_four(pruned, device=torch.device(device))
+            if parse_nm(spec.prune.granularity)
+            else None
+        ),
         "result": summary,
         "versions": _versions(),
         "files": {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import redis
 from celery import Celery
@@ -16,11 +16,16 @@ SOCKET_TIMEOUT_S = 5.0
 _PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
 
 
+def _socket_url(scheme: str, path: str, query: str) -> str:
+    # urlunsplit drops the empty authority ("unix:/p"), which kombu and redis-py both misread
+    return f"{scheme}://{path}" + (f"?{query}" if query else "")
+
+
 def broker_url(redis_url: str) -> str:
     """The Celery broker URL for a Redis URL (`unix:///sock` becomes `redis+socket:///sock`)."""
     parts = urlsplit(redis_url)
     if parts.scheme == "unix":
-        return urlunsplit(("redis+socket", "", parts.path, parts.query, ""))
+        return _socket_url("redis+socket", parts.path, parts.query)
     return redis_url
 
 
@@ -28,7 +33,7 @@ def redis_client_url(redis_url: str) -> str:
     """The redis-py URL for a Redis URL (`redis+socket:///sock` becomes `unix:///sock`)."""
     parts = urlsplit(redis_url)
     if parts.scheme in ("redis+socket", "socket"):
-        return urlunsplit(("unix", "", parts.path, parts.query, ""))
+        return _socket_url("unix", parts.path, parts.query)
     return redis_url
 
 

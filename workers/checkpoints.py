@@ -1,0 +1,108 @@
+"""Mirror a job's engine checkpoints into the artifact storage, and fetch them back to resume.
+
+Layout under tenants/{t}/jobs/{j}/checkpoints/: `dense.safetensors`, `step-NNNN/...` and
+`LATEST` (the name of the newest complete step directory). LATEST is written after the step's
+files, so a reader that follows it never finds a partial checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from service.storage import ArtifactStorage
+from workers.errors import StorageUnavailable
+
+LATEST = "LATEST"
+DENSE = "dense.safetensors"
+KEEP = 2
+_STEP_DIR = re.compile(r"^step-\d{4,}$")
+T = TypeVar("T")
+
+
+def storage_call(what: str, call: Callable[..., T], *args: Any) -> T:
+    """Run `call(*args)`; any failure but a missing object becomes StorageUnavailable."""
+    try:
+        return call(*args)
+    except FileNotFoundError:
+        raise
+    except Exception as error:  # file systems and S3 clients fail in many ways
+        raise StorageUnavailable(f"{what}: {error}") from error
+
+
+class CheckpointMirror:
+    """Uploads each local checkpoint and restores the newest one on another machine."""
+
+    def __init__(self, storage: ArtifactStorage, *, prefix: str) -> None:
+        if not prefix.endswith("/"):
+            raise ValueError(f"checkpoint prefix {prefix!r} must end with '/'")
+        self.storage = storage
+        self.prefix = prefix
+        self._dense_stored = False
+
+    def upload(self, step_dir: Path) -> None:
+        """Store the checkpoint `step_dir` (and the dense weights beside it), then LATEST.
+
+        Older step directories beyond the newest two are deleted from the storage.
+
+        Raises:
+            StorageUnavailable: the storage failed.
+        """
+        name = step_dir.name
+        if not _STEP_DIR.match(name):
+            raise ValueError(f"{step_dir} is not a step-NNNN checkpoint directory")
+        dense = step_dir.parent / DENSE
+        if not self._dense_stored and dense.is_file():
+            storage_call("upload dense weights", self.storage.put_file, self.prefix + DENSE, dense)
+            self._dense_stored = True
+        for path in sorted(step_dir.iterdir()):
+            if path.is_file():
+                key = f"{self.prefix}{name}/{path.name}"
+                storage_call(f"upload {key}", self.storage.put_file, key, path)
+        storage_call("write LATEST", self.storage.put_bytes, self.prefix + LATEST, name.encode())
+        self._prune_old()
+
+    def _prune_old(self) -> None:
+        keys = storage_call("list checkpoints", self.storage.list, self.prefix)
+        names = sorted({k[len(self.prefix) :].split("/", 1)[0] for k in keys})
+        steps = [n for n in names if _STEP_DIR.match(n)]
+        for old in steps[:-KEEP]:
+            storage_call(f"delete {old}", self.storage.delete_prefix, f"{self.prefix}{old}/")
+
+    def download(self, dest: Path) -> int | None:
+        """Fetch the newest checkpoint into `dest` (the engine's checkpoint directory).
+
+        Returns:
+            The checkpoint's step, or None when the storage holds no checkpoint of this job.
+
+        Raises:
+            StorageUnavailable: the storage failed or its LATEST names a broken checkpoint.
+        """
+        dest.mkdir(parents=True, exist_ok=True)
+        pointer = dest / f".{LATEST}.download"
+        try:
+            storage_call("read LATEST", self.storage.get_file, self.prefix + LATEST, pointer)
+        except FileNotFoundError:
+            return None
+        name = pointer.read_text().strip()
+        pointer.unlink()
+        if not _STEP_DIR.match(name):
+            raise StorageUnavailable(f"checkpoint pointer {self.prefix}{LATEST} holds {name!r}")
+        keys = storage_call("list checkpoint", self.storage.list, f"{self.prefix}{name}/")
+        try:
+            for key in [*keys, self.prefix + DENSE]:
+                relative = key[len(self.prefix) :]
+                storage_call(f"download {key}", self.storage.get_file, key, dest / relative)
+        except FileNotFoundError as error:
+            raise StorageUnavailable(f"checkpoint {name} is incomplete: {error}") from error
+        self._dense_stored = True
+        state = json.loads((dest / name / "state.json").read_text())
+        (dest / LATEST).write_text(name)
+        return int(state["step"])
+
+    def delete(self) -> None:
+        """Remove every checkpoint of the job from the storage (after it ended)."""
+        storage_call("delete checkpoints", self.storage.delete_prefix, self.prefix)

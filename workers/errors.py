@@ -1,0 +1,44 @@
+"""Infrastructure errors: the only errors a job is retried for."""
+
+from __future__ import annotations
+
+import redis.exceptions
+import sqlalchemy.exc
+
+
+class InfrastructureError(Exception):
+    """A backing service (database, broker, artifact storage) did not answer."""
+
+    code = "infrastructure_unavailable"
+
+
+class StorageUnavailable(InfrastructureError):
+    """The artifact storage could not be read or written."""
+
+    code = "storage_unavailable"
+
+
+# Connection-level failures of the database and Redis; a bad query or a bad spec is not here.
+INFRA_ERRORS: tuple[type[Exception], ...] = (
+    InfrastructureError,
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.TimeoutError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
+
+
+def infra_code(error: BaseException) -> str:
+    """The error code a job gets when `error` outlasted its retries."""
+    if isinstance(error, InfrastructureError):
+        return error.code
+    if isinstance(error, sqlalchemy.exc.SQLAlchemyError):
+        return "database_unavailable"
+    return "broker_unavailable"
+
+
+def one_line(error: BaseException | str, *, limit: int = 500) -> str:
+    """`error` as one line of at most `limit` characters, for the job's error_message."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,159 @@
+"""`adaprune run SPEC --out DIR`: one job on this machine, no service, with a progress bar."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from core.spec import JobSpec
+
+
+class UsageError(Exception):
+    """A problem with the command's input: printed as one line, exit status 2."""
+
+
+def read_spec(path: Path) -> JobSpec:
+    """Parse a YAML or JSON spec file and validate it; UsageError names what is wrong."""
+    if not path.is_file():
+        raise UsageError(f"spec file {str(path)!r} not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UsageError(f"spec file {str(path)!r} is not valid YAML/JSON: {first}") from error
+    if not isinstance(raw, dict):
+        raise UsageError(f"spec file {str(path)!r} must hold a mapping at the top level")
+    try:
+        return JobSpec.model_validate(raw)
+    except ValidationError as error:
+        raise UsageError(f"invalid spec: {describe_validation(error)}") from error
+
+
+def describe_validation(error: ValidationError) -> str:
+    """One line naming each field at fault: 'prune.target_sparsity: Input should be < 1; ...'."""
+    parts = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "spec"
+        parts.append(f"{where}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def check_out_dir(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"output {str(out)!r} already exists and is not an empty directory")
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def summary_table(manifest: Mapping[str, Any]) -> Table:
+    """Dense vs pruned: metrics, sparsity, size, MACs and measured latency."""
+    table = Table(title=f"adaprune: {manifest['spec']['name']}")
+    table.add_column("")
+    table.add_column("dense", justify="right")
+    table.add_column("pruned", justify="right")
+    metrics = manifest["metrics"]
+    for split in ("val", "test"):
+        if split in metrics["pruned"]:
+            table.add_row(
+                f"{split} accuracy", _fmt(metrics["dense"][split]), _fmt(metrics["pruned"][split])
+            )
+    table.add_row("sparsity (from file)", "0", _fmt(manifest["sparsity"]["overall"]))
+    sizes = manifest["complexity"]
+    for key in ("params", "nonzero", "macs"):
+        table.add_row(key, _fmt(sizes["dense"][key]), _fmt(sizes["pruned"][key]))
+    latency = manifest["latency"]
+    for row in latency["batches"]:
+        speedup = row["speedup"]
+        table.add_row(
+            f"latency b={row['batch_size']} ({latency['device']})",
+            f"{row['dense']['median_s'] * 1e3:.3f} ms",
+            f"{row['pruned']['median_s'] * 1e3:.3f} ms" + (f" ({speedup:.2f}x)" if speedup else ""),
+        )
+    result = manifest["result"]
+    table.caption = (
+        f"criterion {result['criterion']}, stop: {result['stop_reason']}, best sparsity within "
+        f"tolerance {result['best_sparsity_within_tolerance']:.4f}"
+    )
+    return table
+
+
+def _run(spec: JobSpec, out: Path, *, device: str, console: Console) -> dict[str, Any]:
+    from core.job import run_job  # torch loads here, after the input has been checked
+
+    work = Path(tempfile.mkdtemp(prefix="adaprune-run-"))
+    target = spec.prune.target_sparsity
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("sparsity {task.completed:.3f}/{task.total:.3f}"),
+        TimeElapsedColumn(),
+    )
+    try:
+        with Progress(*columns, console=console, transient=False) as progress:
+            bar = progress.add_task("baseline", total=target)
+
+            def on_step(report: Any) -> None:
+                progress.update(
+                    bar,
+                    completed=min(report.sparsity, target),
+                    description=f"step {report.step} {report.decision} acc {report.metric:.4f}",
+                )
+
+            def on_phase(phase: str) -> None:
+                progress.update(bar, description=phase)
+
+            output = run_job(
+                spec,
+                out_dir=out,
+                work_dir=work,
+                device=device,
+                on_step=on_step,
+                on_phase=on_phase,
+            )
+        return output.manifest
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main(spec_path: str, out: str, *, device: str = "auto") -> int:
+    """Run the job in `spec_path`, write its artifact to `out`; return the exit status."""
+    console = Console(stderr=True)
+    out_dir = Path(out)
+    try:
+        spec = read_spec(Path(spec_path))
+        check_out_dir(out_dir)
+        from core.errors import PruningError
+
+        try:
+            manifest = _run(spec, out_dir, device=device, console=console)
+        except PruningError as error:
+            print(f"adaprune run: {error.code}: {error}", file=sys.stderr)
+            return 1
+        except ValueError as error:
+            print(f"adaprune run: {error}", file=sys.stderr)
+            return 2
+    except UsageError as error:
+        print(f"adaprune run: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("adaprune run: interrupted; no artifact written", file=sys.stderr)
+        return 130
+    Console().print(summary_table(manifest))
+    print(f"artifact written to {out_dir.resolve()}")
+    return 0

@@ -1,0 +1,75 @@
+"""`adaprune worker`: one Celery worker process with its metrics endpoint and lease reaper."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Sequence
+
+from core.spec import PRUNE_TASK
+from workers import tasks
+from workers.app import app, configure
+from workers.lease import Reaper
+from workers.metrics import WorkerMetrics
+from workers.runner import JobRunner
+from workers.settings import WorkerSettings
+
+log = logging.getLogger(__name__)
+
+
+def run_worker(
+    *, queues: Sequence[str] | None = None, log_level: str = "INFO", quiet: bool = False
+) -> int:
+    """Consume `queues` (default: ADAPRUNE_DEFAULT_QUEUE, "gpu") until told to stop.
+
+    One job runs at a time, in this process (solo pool: no fork, so CUDA is only ever
+    initialised here). SIGTERM finishes the running job first (warm shutdown); SIGQUIT stops at
+    once, and the job resumes from its last checkpoint on another worker.
+
+    Args:
+        queues: queue names to consume.
+        log_level: Python logging level name.
+        quiet: leave out Celery's start-up banner.
+
+    Returns:
+        The Celery worker's exit code.
+    """
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = WorkerSettings()
+    configure(settings)
+    metrics = WorkerMetrics()
+    runner = JobRunner.from_settings(settings, metrics=metrics)
+    tasks.install_runner(runner)
+    port = metrics.serve(settings.metrics_port)
+
+    def send(job_id: str, queue: str) -> None:
+        app.send_task(PRUNE_TASK, args=[job_id], queue=queue)
+
+    reaper = Reaper(
+        runner.store,
+        send=send,
+        interval_s=settings.heartbeat_s,
+        stale_after_s=settings.stale_after_s,
+    )
+    reaper.start()
+    log.info("worker %s: metrics on port %s, lease owner %s", os.getpid(), port, runner.owner)
+    worker = app.Worker(
+        hostname=f"adaprune-{os.getpid()}@{socket.gethostname()}",
+        queues=list(queues or [settings.default_queue]),
+        pool="solo",
+        concurrency=1,
+        loglevel=log_level.upper(),
+        without_gossip=True,
+        without_mingle=True,
+        without_heartbeat=True,
+        quiet=quiet,
+    )
+    try:
+        worker.start()
+    finally:
+        reaper.stop()
+        runner.store.engine.dispose()
+    return int(worker.exitcode or 0)

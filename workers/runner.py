@@ -1,0 +1,330 @@
+"""The glue between a queued job id and the engine: lease, heartbeat, resume, record, export.
+
+`JobRunner.run(job_id)` is everything the Celery task does. The results store decides who runs a
+job (the lease), the engine (`core.job.run_job`) does the work, and this module moves progress
+and files between them. torch is imported only when a job actually runs.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import math
+import os
+import secrets
+import socket
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from core.errors import PruneCancelled, PruningError
+from core.report import StepReport
+from core.spec import JobSpec
+from service.client import sha256_file
+from service.policy import check_policy
+from service.storage import ArtifactStorage, artifact_key, job_prefix, storage_from_url
+from service.store import Claim, JobStore
+from workers.checkpoints import CheckpointMirror, storage_call
+from workers.errors import INFRA_ERRORS, infra_code, one_line
+from workers.lease import Heartbeat
+from workers.metrics import WorkerMetrics
+from workers.settings import WorkerSettings
+
+log = logging.getLogger(__name__)
+MANIFEST = "manifest.json"
+SKIPPED = "skipped"
+
+
+def lease_owner() -> str:
+    """This process's lease identity: host, pid and a random suffix (pids are reused)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def first_error(error: ValidationError) -> str:
+    """A pydantic error as one line: "field.path: message" (plus how many more there are)."""
+    errors = error.errors()
+    head = errors[0]
+    where = ".".join(str(part) for part in head["loc"]) or "spec"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return one_line(f"{where}: {head['msg']}{more}")
+
+
+@dataclass
+class EngineOutput:
+    """What is kept of a finished engine run once its models are released."""
+
+    result: dict[str, Any]
+    artifact_dir: Path
+    files: list[str] = field(default_factory=list)
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with NaN and infinities replaced by None (PostgreSQL JSON refuses them)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def free_accelerator_memory() -> None:
+    """Drop unreferenced tensors and return cached CUDA blocks to the driver."""
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
+class JobRunner:
+    """Runs queued jobs for one worker process."""
+
+    def __init__(
+        self,
+        *,
+        settings: WorkerSettings,
+        store: JobStore,
+        storage: ArtifactStorage,
+        metrics: WorkerMetrics,
+        owner: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.storage = storage
+        self.metrics = metrics
+        self.owner = owner or lease_owner()
+
+    @classmethod
+    def from_settings(cls, settings: WorkerSettings, *, metrics: WorkerMetrics) -> JobRunner:
+        """A runner connected to the database and storage that `settings` name."""
+        return cls(
+            settings=settings,
+            store=JobStore.from_url(settings.database_url),
+            storage=storage_from_url(settings.artifact_url),
+            metrics=metrics,
+        )
+
+    def run(self, job_id: str, *, last_try: bool = True) -> str:
+        """Claim and run the job `job_id`, unless another worker holds it or it is final.
+
+        Args:
+            job_id: the id carried by the queue message.
+            last_try: when an infrastructure error happens, fail the job (True) or raise it so
+                that the task is retried (False).
+
+        Returns:
+            The outcome written ("succeeded", "failed", "cancelled"), "skipped" when the job
+            was not taken, or "lost" when another worker took the lease over mid-run.
+
+        Raises:
+            The errors in INFRA_ERRORS, when `last_try` is False.
+        """
+        claim = self.store.claim(
+            job_id,
+            owner=self.owner,
+            stale_after_s=self.settings.stale_after_s,
+            max_attempts=self.settings.max_attempts,
+        )
+        if claim is None:
+            log.info("job %s: not taken (final, leased elsewhere or out of attempts)", job_id)
+            return SKIPPED
+        log.info("job %s: attempt %d on %s", job_id, claim.attempt, self.owner)
+        started = time.monotonic()
+        outcome: str | None = None
+        try:
+            self._observe_start(claim)
+            with Heartbeat(
+                self.store,
+                job_id=job_id,
+                owner=self.owner,
+                interval_s=self.settings.heartbeat_s,
+                metrics=self.metrics,
+                cancel_requested=claim.cancel_requested,
+            ) as heartbeat:
+                outcome = self._run_claimed(claim, heartbeat)
+        except INFRA_ERRORS as error:
+            log.warning("job %s: infrastructure error: %s", job_id, error)
+            if not last_try:
+                raise
+            outcome = self._fail_quietly(claim, code=infra_code(error), message=one_line(error))
+        finally:
+            self.metrics.job_ended(outcome=outcome, seconds=time.monotonic() - started)
+            free_accelerator_memory()
+        return outcome or "lost"
+
+    def _observe_start(self, claim: Claim) -> None:
+        self.metrics.job_started()
+        if claim.resumed:
+            self.metrics.retries.inc()
+            return
+        job = self.store.load_job(claim.job_id)
+        if job is not None and job.started_at is not None:
+            self.metrics.queue_wait.observe(
+                max(0.0, (job.started_at - job.created_at).total_seconds())
+            )
+
+    def _finish(self, claim: Claim, *, state: str, **fields: Any) -> str | None:
+        written = self.store.finish(claim.job_id, owner=self.owner, state=state, **fields)
+        if not written:
+            log.warning("job %s: lease lost before it could be marked %s", claim.job_id, state)
+        return state if written else None
+
+    def _fail(self, claim: Claim, *, code: str, message: str) -> str | None:
+        log.info("job %s: failed: %s: %s", claim.job_id, code, message)
+        return self._finish(claim, state="failed", error_code=code, error_message=message)
+
+    def _fail_quietly(self, claim: Claim, *, code: str, message: str) -> str | None:
+        try:
+            return self._fail(claim, code=code, message=message)
+        except INFRA_ERRORS as error:
+            # The database is down too: the heartbeat has stopped, so a reaper requeues the job
+            # once it is stale and the attempt cap ends it.
+            log.error("job %s: could not record failure %s: %s", claim.job_id, code, error)
+            return None
+
+    def _run_claimed(self, claim: Claim, heartbeat: Heartbeat) -> str | None:
+        mirror = CheckpointMirror(
+            self.storage, prefix=f"{job_prefix(claim.tenant, claim.job_id)}checkpoints/"
+        )
+        if heartbeat.cancel_requested:
+            return self._cancelled(claim, mirror)
+        try:
+            spec = JobSpec.model_validate(claim.spec)
+        except ValidationError as error:
+            return self._fail(claim, code="spec_invalid", message=first_error(error))
+        problems = check_policy(
+            spec,
+            allowed_entrypoints=self.settings.allowed_entrypoints,
+            allowed_file_roots=self.settings.allowed_file_roots,
+        )
+        if problems:
+            message = "; ".join(f"{p.field}: {p.message}" for p in problems)
+            return self._fail(claim, code="policy_violation", message=one_line(message))
+        self.settings.work_root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(
+            prefix=f"{claim.job_id}-", dir=self.settings.work_root
+        ) as tmp:
+            return self._run_spec(claim, spec, heartbeat=heartbeat, mirror=mirror, work=Path(tmp))
+
+    def _run_spec(
+        self,
+        claim: Claim,
+        spec: JobSpec,
+        *,
+        heartbeat: Heartbeat,
+        mirror: CheckpointMirror,
+        work: Path,
+    ) -> str | None:
+        resume = False
+        if claim.resumed:
+            step = mirror.download(work / "checkpoints")
+            # Steps after the checkpoint are replayed by this attempt; steps up to it stay.
+            self.store.truncate_steps(claim.job_id, after_step=-1 if step is None else step)
+            resume = step is not None
+            log.info("job %s: resuming from step %s", claim.job_id, step)
+        try:
+            output = self._engine(
+                claim, spec, heartbeat=heartbeat, mirror=mirror, work=work, resume=resume
+            )
+        except PruneCancelled:
+            if heartbeat.lost:
+                return None
+            return self._cancelled(claim, mirror)
+        except PruningError as error:
+            return self._fail(claim, code=error.code, message=one_line(error))
+        except INFRA_ERRORS:
+            raise
+        except Exception as error:  # a bug or an unexpected library error: fail, never hang
+            log.exception("job %s: unexpected error", claim.job_id)
+            return self._fail(
+                claim, code="internal_error", message=one_line(f"{type(error).__name__}: {error}")
+            )
+        if heartbeat.lost or not heartbeat.beat():
+            return None
+        self._publish(claim, output)
+        outcome = self._finish(claim, state="succeeded", result=output.result)
+        if outcome is not None:
+            mirror.delete()
+        return outcome
+
+    def _cancelled(self, claim: Claim, mirror: CheckpointMirror) -> str | None:
+        outcome = self._finish(
+            claim, state="cancelled", error_code="cancelled", error_message="cancelled by request"
+        )
+        if outcome is not None:
+            mirror.delete()
+        return outcome
+
+    def _engine(
+        self,
+        claim: Claim,
+        spec: JobSpec,
+        *,
+        heartbeat: Heartbeat,
+        mirror: CheckpointMirror,
+        work: Path,
+        resume: bool,
+    ) -> EngineOutput:
+        from core.job import run_job  # torch loads here, in the worker process, never earlier
+
+        def on_step(report: StepReport) -> None:
+            if heartbeat.lost:
+                return
+            self.store.record_step(claim.job_id, attempt=claim.attempt, report=report.to_dict())
+            self.metrics.step(
+                seconds=report.seconds, sparsity=report.sparsity, metric=report.metric
+            )
+
+        def on_phase(phase: str) -> None:
+            if not self.store.set_phase(claim.job_id, owner=self.owner, phase=phase):
+                heartbeat.lost = True
+
+        out_dir = work / "artifact"
+        output = run_job(
+            spec,
+            out_dir=out_dir,
+            work_dir=work,
+            device=self.settings.device,
+            allowed_entrypoints=self.settings.allowed_entrypoints or None,
+            resume=resume,
+            on_step=on_step,
+            on_phase=on_phase,
+            on_checkpoint=mirror.upload,
+            should_stop=heartbeat.should_stop,
+        )
+        summary = output.outcome.result.to_dict()
+        summary.pop("steps")
+        manifest = output.manifest
+        result = {
+            **summary,
+            "metrics": manifest.get("metrics"),
+            "complexity": manifest.get("complexity"),
+            "latency": manifest.get("latency"),
+            "artifact_sparsity": manifest.get("sparsity"),
+        }
+        files = sorted(p.name for p in out_dir.iterdir() if p.is_file())
+        if MANIFEST not in files:
+            raise PruningError(f"the engine exported no {MANIFEST}")
+        del output
+        free_accelerator_memory()
+        return EngineOutput(result=json_safe(result), artifact_dir=out_dir, files=files)
+
+    def _publish(self, claim: Claim, output: EngineOutput) -> None:
+        """Upload the artifact files (manifest.json last) and record each one's checksum."""
+        ordered = [name for name in output.files if name != MANIFEST] + [MANIFEST]
+        rows = []
+        for name in ordered:
+            path = output.artifact_dir / name
+            key = artifact_key(claim.tenant, claim.job_id, name)
+            storage_call(f"upload {key}", self.storage.put_file, key, path)
+            rows.append((name, key, path.stat().st_size, sha256_file(path)))
+        for name, key, size, digest in rows:
+            self.store.record_artifact(
+                claim.job_id, name=name, storage_key=key, size_bytes=size, sha256=digest
+            )

@@ -1,0 +1,54 @@
+"""The prune task: the message carries a job id; the runner does the rest."""
+
+from __future__ import annotations
+
+import uuid
+
+from celery import Task
+
+from core.spec import PRUNE_TASK
+from workers.app import app
+from workers.errors import INFRA_ERRORS
+from workers.metrics import WorkerMetrics
+from workers.runner import SKIPPED, JobRunner
+from workers.settings import WorkerSettings
+
+# Infrastructure errors are retried this often (backoff 2, 4, 8, ... up to 60 s), then the job
+# is failed with the error's code. A bad spec or a failing model is never retried.
+INFRA_RETRIES = 5
+_runner: JobRunner | None = None
+
+
+def install_runner(runner: JobRunner) -> None:
+    """Use `runner` for the tasks of this process (the `adaprune worker` command sets it)."""
+    global _runner
+    _runner = runner
+
+
+def get_runner() -> JobRunner:
+    """The process's runner, built from the environment on first use."""
+    global _runner
+    if _runner is None:
+        _runner = JobRunner.from_settings(WorkerSettings(), metrics=WorkerMetrics())
+    return _runner
+
+
+@app.task(  # type: ignore[untyped-decorator]
+    name=PRUNE_TASK,
+    bind=True,
+    autoretry_for=INFRA_ERRORS,
+    max_retries=INFRA_RETRIES,
+    retry_backoff=2,
+    retry_backoff_max=60,
+    retry_jitter=True,
+    acks_late=True,
+    ignore_result=True,
+)
+def prune(self: Task, job_id: str) -> str:
+    """Run the job `job_id` if this worker can take its lease; a duplicate is a no-op."""
+    try:
+        uuid.UUID(str(job_id))
+    except ValueError:
+        return SKIPPED
+    last_try = self.request.retries >= INFRA_RETRIES
+    return get_runner().run(str(job_id), last_try=last_try)
