@@ -18,3 +18,19 @@ def broken_factory() -> nn.Module:
 
 
 NOT_CALLABLE = 3
+
+
+class Classifier(nn.Module):
+    """A user class with its own attribute names: artifacts must keep them."""
+
+    def __init__(self, features: int = 30, classes: int = 2) -> None:
+        super().__init__()
+        self.encoder = nn.Linear(features, 24)
+        self.head = nn.Linear(24, classes)
+
+    def forward(self, x):  # type: ignore[no-untyped-def]
+        return self.head(self.encoder(x).relu())
+
+
+def classifier(*, features: int = 30, classes: int = 2) -> nn.Module:
+    return Classifier(features, classes)

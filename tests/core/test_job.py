@@ -1,0 +1,78 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from core.artifact import load, read_manifest
+from core.data import builtin_task
+from core.job import accuracy_of, run_job
+from core.spec import JobSpec
+from tests.core.toy_models import Classifier
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _spec(**overrides) -> JobSpec:
+    base = {
+        "model": {"entrypoint": "tests.core.toy_models:classifier"},
+        "task": {"dataset": "breast_cancer"},
+        "prune": {
+            "target_sparsity": 0.6,
+            "schedule": {"kind": "linear", "steps": 2},
+            "max_metric_drop": 0.5,
+        },
+        "finetune": {"pretrain_epochs": 3, "final_epochs": 1, "lr": 0.01},
+    }
+    base.update(overrides)
+    return JobSpec.model_validate(base)
+
+
+def test_entrypoint_artifact_loads_straight_into_the_users_own_class(tmp_path):
+    output = run_job(_spec(), out_dir=tmp_path / "art", work_dir=tmp_path / "work", device="cpu")
+    state = load_file(str(tmp_path / "art" / "weights.safetensors"))
+    assert set(state) == {"encoder.weight", "encoder.bias", "head.weight", "head.bias"}
+    mine = Classifier()
+    mine.load_state_dict(state)
+    data = builtin_task("breast_cancer")
+    assert accuracy_of(mine, data.x_val, data.y_val) == output.manifest["metrics"]["pruned"]["val"]
+    assert output.manifest["architecture"]["entrypoint"] == "tests.core.toy_models:classifier"
+
+
+def test_channel_pruned_artifact_is_physically_smaller_and_reloads_in_a_fresh_process(tmp_path):
+    spec = _spec(
+        model={"arch": "mlp", "kwargs": {"hidden": [32, 16]}},
+        prune={
+            "target_sparsity": 0.5,
+            "granularity": "channel",
+            "round_to": 4,
+            "schedule": {"kind": "oneshot"},
+            "max_metric_drop": 0.5,
+        },
+    )
+    output = run_job(spec, out_dir=tmp_path / "art", work_dir=tmp_path / "work", device="cpu")
+    manifest = read_manifest(tmp_path / "art")
+    sizes = manifest["complexity"]
+    assert sizes["pruned"]["params"] < 0.6 * sizes["dense"]["params"]
+    widths = [shape[0] for name, shape in manifest["shapes"].items() if name.endswith("weight")]
+    assert widths[:-1] == [16, 8] and all(width % 4 == 0 for width in widths[:-1])
+    data = builtin_task("breast_cancer")
+    np.save(tmp_path / "x.npy", data.x_val)
+    np.save(tmp_path / "y.npy", data.y_val)
+    code = (
+        "import sys, numpy as np; from pathlib import Path; from core.artifact import load;"
+        "from core.job import accuracy_of; d = Path(sys.argv[1]);"
+        "print(repr(accuracy_of(load(d / 'art'), np.load(d / 'x.npy'), np.load(d / 'y.npy'))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert float(done.stdout.strip()) == output.manifest["metrics"]["pruned"]["val"]
+    assert isinstance(load(tmp_path / "art"), torch.nn.Module)

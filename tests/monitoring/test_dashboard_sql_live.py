@@ -1,0 +1,103 @@
+"""Every SQL query of the Grafana dashboards runs against a PostgreSQL results store made by the
+Alembic migrations and holding a job that a real worker finished."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.deploy.metric_names import sql_queries_in_dashboards
+from tests.support.deployment import Deployment
+
+pytestmark = pytest.mark.integration
+
+# Grafana's PostgreSQL macros over a 7-day dashboard range, and the $job variable.
+_RANGE_FROM = "(now() - interval '7 days')"
+_MACROS: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"\$__timeFilter\(([^)]+)\)"), rf"\1 BETWEEN {_RANGE_FROM} AND now()"),
+    (re.compile(r"\$__timeFrom\(\)"), _RANGE_FROM),
+    (re.compile(r"\$__timeTo\(\)"), "now()"),
+]
+_JOB_VARIABLE = re.compile(r"\$\{job(?::[a-z]+)?\}|\$job\b")
+
+
+def concrete(query: str, *, job_id: str) -> str:
+    """The query as Grafana would send it for the job `job_id` over the last 7 days."""
+    for pattern, replacement in _MACROS:
+        query = pattern.sub(replacement, query)
+    query = _JOB_VARIABLE.sub(job_id, query)
+    if "$" in query:
+        raise ValueError(f"unknown Grafana macro or variable in: {query}")
+    return query
+
+
+def rows_of(connection: psycopg.Connection, query: str) -> list[dict[str, Any]]:
+    cursor = connection.execute(query.encode())
+    columns = [column.name for column in cursor.description or []]
+    return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+
+
+@pytest.fixture(scope="module")
+def results_store(
+    running_deployment: Deployment, finished_job: dict[str, Any]
+) -> Iterator[psycopg.Connection]:
+    url = running_deployment.database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    with psycopg.connect(url, autocommit=True) as connection:
+        yield connection
+
+
+def test_concrete_replaces_macros_and_refuses_unknown_ones() -> None:
+    query = "SELECT 1 FROM jobs WHERE $__timeFilter(finished_at) AND id = '${job}'"
+    assert concrete(query, job_id="abc") == (
+        "SELECT 1 FROM jobs WHERE finished_at BETWEEN (now() - interval '7 days') AND now() "
+        "AND id = 'abc'"
+    )
+    with pytest.raises(ValueError, match="unknown Grafana macro"):
+        concrete("SELECT $__unixEpochFilter(t)", job_id="abc")
+
+
+def test_every_dashboard_query_returns_rows_for_the_finished_job(
+    root: Path, results_store: psycopg.Connection, finished_job: dict[str, Any]
+) -> None:
+    queries = sql_queries_in_dashboards(root)
+    assert queries
+    empty = [
+        query
+        for query in queries
+        if not rows_of(results_store, concrete(query, job_id=finished_job["id"]))
+    ]
+    assert empty == []
+
+
+def test_job_variable_offers_the_finished_job(
+    root: Path, results_store: psycopg.Connection, finished_job: dict[str, Any]
+) -> None:
+    variable = next(q for q in sql_queries_in_dashboards(root) if "__value" in q)
+    rows = rows_of(results_store, concrete(variable, job_id=finished_job["id"]))
+    assert [row["__value"] for row in rows] == [finished_job["id"]]
+    assert "succeeded" in rows[0]["__text"]
+
+
+def test_step_queries_return_the_steps_the_api_reports(
+    root: Path,
+    results_store: psycopg.Connection,
+    running_deployment: Deployment,
+    finished_job: dict[str, Any],
+) -> None:
+    with running_deployment.client() as client:
+        steps = client.get(f"/v1/jobs/{finished_job['id']}/steps").raise_for_status().json()
+    step_queries = [q for q in sql_queries_in_dashboards(root) if "FROM job_steps" in q]
+    assert step_queries
+    for query in step_queries:
+        rows = rows_of(results_store, concrete(query, job_id=finished_job["id"]))
+        assert [row["sparsity"] for row in rows] == pytest.approx(
+            [step["sparsity"] for step in steps]
+        ), query
+        assert [row["metric"] for row in rows] == pytest.approx(
+            [step["metric"] for step in steps]
+        ), query

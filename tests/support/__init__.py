@@ -1,0 +1,1 @@
+"""Helpers that start real service processes for integration tests."""
