@@ -1,0 +1,29 @@
+# Shortcuts over the scripts; scripts/test.sh is what CI runs.
+PY := .venv/bin/python
+
+.PHONY: setup style quality test test-core test-integration demo
+
+setup:
+	bash scripts/setup.sh
+
+style:
+	$(PY) -m ruff format core service workers bench tests
+	$(PY) -m ruff check --fix core service workers bench tests
+
+quality:
+	$(PY) -m ruff format --check core service workers bench tests
+	$(PY) -m ruff check core service workers bench tests
+	$(PY) -m mypy core service workers
+
+test:
+	bash scripts/test.sh
+
+test-core:
+	$(PY) -m pytest -q tests/core tests/cli
+
+test-integration:
+	bash scripts/services.sh
+	$(PY) -m pytest -q tests/service tests/workers tests/monitoring tests/deploy
+
+demo:
+	bash scripts/demo.sh
