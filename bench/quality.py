@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import sys
 import time
 from collections import defaultdict
@@ -237,8 +238,41 @@ METHODS: dict[str, Method] = {
 CRITERIA = ("magnitude", "taylor", "activation", "adaptive", "seed_ratio", "auto")
 
 
+CACHE = ROOT / "bench" / ".cache" / "quality.jsonl"
+# results are reused only while the protocol that produced them is unchanged
+PROTOCOL = f"lr{LR}-b{BATCH}-{STEPS}x{EPOCHS_PER_STEP}+{FINAL}"
+
+
+def load_cache(path: Path) -> dict[tuple[str, int, str, float], tuple[float, float]]:
+    found: dict[tuple[str, int, str, float], tuple[float, float]] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            item = json.loads(line)
+            if item["protocol"] == PROTOCOL:
+                key = (item["task"], item["seed"], item["method"], item["sparsity"])
+                found[key] = (item["acc"], item["reached"])
+    return found
+
+
+def remember(path: Path, key: tuple[str, int, str, float], acc: float, reached: float) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    task, seed, method, sparsity = key
+    record = {
+        "protocol": PROTOCOL,
+        "task": task,
+        "seed": seed,
+        "method": method,
+        "sparsity": sparsity,
+        "acc": acc,
+        "reached": reached,
+    }
+    with path.open("a") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
+    cache = {} if args.fresh else load_cache(CACHE)
     rows: dict[tuple[str, str, float], list[float]] = defaultdict(list)
     measured: dict[tuple[str, str, float], list[float]] = defaultdict(list)
     dense_acc: dict[str, list[float]] = defaultdict(list)
@@ -247,32 +281,44 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         data = builtin_task(task_name)
         train, _, test = splits(data)
         for seed in range(args.seeds):
-            start = time.perf_counter()
-            dense = dense_model(task, data, train, seed)
-            dense_acc[task_name].append(accuracy(dense, test))
-            print(
-                f"{task_name} seed {seed}: dense {dense_acc[task_name][-1]:.4f} "
-                f"({time.perf_counter() - start:.0f}s)",
-                flush=True,
-            )
             jobs: list[tuple[str, Method, float]] = [
                 (name, method, s) for s in args.sparsities for name, method in METHODS.items()
             ]
             jobs.append(("tp-channel-50", tp_channel, 0.5))
             if task_name == "breast_cancer":
                 jobs += [(f"adaprune/{c}", adaprune_method(c), 0.95) for c in CRITERIA]
-            for name, method, sparsity in jobs:
+            dense: nn.Module | None = None
+            dense_key = (task_name, seed, "dense", 0.0)
+            if dense_key not in cache or any(
+                (task_name, seed, name, s) not in cache for name, _, s in jobs
+            ):
                 start = time.perf_counter()
-                torch.manual_seed(seed)
-                model, reached = method(copy.deepcopy(dense), data, train, sparsity, seed)
-                acc = accuracy(model, test)
-                rows[(task_name, name, sparsity)].append(acc)
-                measured[(task_name, name, sparsity)].append(reached)
+                dense = dense_model(task, data, train, seed)
+                cache[dense_key] = (accuracy(dense, test), 0.0)
+                remember(CACHE, dense_key, *cache[dense_key])
                 print(
-                    f"  {name:<22} s={sparsity:.2f} acc {acc:.4f} sparsity {reached:.4f} "
-                    f"({time.perf_counter() - start:.1f}s)",
+                    f"{task_name} seed {seed}: dense {cache[dense_key][0]:.4f} "
+                    f"({time.perf_counter() - start:.0f}s)",
                     flush=True,
                 )
+            dense_acc[task_name].append(cache[dense_key][0])
+            for name, method, sparsity in jobs:
+                key = (task_name, seed, name, sparsity)
+                if key not in cache:
+                    assert dense is not None
+                    start = time.perf_counter()
+                    torch.manual_seed(seed)
+                    model, reached = method(copy.deepcopy(dense), data, train, sparsity, seed)
+                    cache[key] = (accuracy(model, test), reached)
+                    remember(CACHE, key, *cache[key])
+                    print(
+                        f"  {name:<22} s={sparsity:.2f} acc {cache[key][0]:.4f} sparsity "
+                        f"{reached:.4f} ({time.perf_counter() - start:.1f}s)",
+                        flush=True,
+                    )
+                acc, reached = cache[key]
+                rows[(task_name, name, sparsity)].append(acc)
+                measured[(task_name, name, sparsity)].append(reached)
     return {"rows": rows, "measured": measured, "dense": dense_acc}
 
 
@@ -361,6 +407,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-write", action="store_true", help="print, do not touch docs/")
+    parser.add_argument("--fresh", action="store_true", help=f"ignore results cached in {CACHE}")
     args = parser.parse_args()
     results = run(args)
     text = render(results, args)
