@@ -49,15 +49,23 @@ def epoch_generator(*, seed: int, epoch: int) -> torch.Generator:
 def batches(
     x: Tensor, y: Tensor, *, batch_size: int, generator: torch.Generator | None = None
 ) -> Iterator[tuple[Tensor, Tensor]]:
-    """Yield (x, y) mini-batches; shuffled when a generator is given, in order otherwise."""
+    """Yield (x, y) mini-batches; shuffled when a generator is given, in order otherwise.
+
+    When shuffling (training), a final batch of a single example is merged into the one before.
+    """
     count = x.shape[0]
     if generator is None:
         order = torch.arange(count, device=x.device)
     else:
         order = torch.randperm(count, generator=generator).to(x.device)
-    for start in range(0, count, batch_size):
-        index = order[start : start + batch_size]
-        yield x[index], y[index]
+    starts = list(range(0, count, batch_size))
+    if generator is not None and len(starts) > 1 and count - starts[-1] == 1:
+        # a training batch of one breaks BatchNorm; the last example joins the batch before it
+        starts.pop()
+    for index, start in enumerate(starts):
+        end = starts[index + 1] if index + 1 < len(starts) else count
+        rows = order[start:end]
+        yield x[rows], y[rows]
 
 
 def autocast(device: torch.device) -> AbstractContextManager[object]:

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from core.checkpoint import load_latest, save_checkpoint
 from core.data import TaskData
-from core.errors import TrainingDiverged
+from core.errors import SpecInvalid, TrainingDiverged
 from core.finetune import (
     Distillation,
     batches,
@@ -39,11 +39,18 @@ from core.finetune import (
     train_epoch,
 )
 from core.importance import Importance, ScoringContext, make_importance
-from core.masks import prunable_parameters
+from core.masks import nm_incompatible, prunable_parameters
 from core.probe import ProbeOutcome, layer_sensitivity, probe_criteria
 from core.report import Decision, PruneResult, StepCallback, StepReport, StopReason
 from core.schedule import AdaptiveController, ControllerState, fixed_schedule
-from core.sparsify import SparsityPlan, count_params, model_sparsity, sparsify
+from core.sparsify import (
+    SparsityPlan,
+    channel_fraction_removed,
+    count_params,
+    model_sparsity,
+    nm_reachable,
+    sparsify,
+)
 from core.spec import JobSpec, parse_nm
 from core.structured import resize_to_shapes, shapes_of
 
@@ -108,6 +115,7 @@ class _Run:
         self.controller = AdaptiveController(tolerance=spec.prune.max_metric_drop)
         self.controller_state: ControllerState | None = None
         self.next_target = 0.0
+        self.target = spec.prune.target_sparsity
         self.best_within = 0.0
         self.stop_reason: StopReason | None = None
         self.finished = False
@@ -201,6 +209,17 @@ class _Run:
             loss_fn=F.cross_entropy,
         )
 
+    def _frozen_copy(self, model: nn.Module) -> nn.Module:
+        """The dense reference: on the device only when it teaches (distillation)."""
+        frozen = copy.deepcopy(model).eval()
+        for param in frozen.parameters():
+            param.requires_grad_(False)
+        return frozen.to(self.device if self.spec.finetune.distill else torch.device("cpu"))
+
+    def _within(self, metric: float) -> bool:
+        """The one test of tolerance, shared by the controller's inputs and the result."""
+        return self.dense_metric - metric <= self.spec.prune.max_metric_drop
+
     def _importance(self) -> Importance:
         return make_importance(self.criterion, self.spec.prune)
 
@@ -228,7 +247,7 @@ class _Run:
             phase_seconds=phases,
         )
         self.reports.append(report)
-        if metric >= self.dense_metric - self.spec.prune.max_metric_drop:
+        if decision != "rollback" and self._within(metric):
             self.best_within = max(self.best_within, sparsity)
         if self.on_step is not None:
             self.on_step(report)
@@ -244,6 +263,7 @@ class _Run:
             if self.controller_state is None
             else self.controller_state.to_dict(),
             "next_target": self.next_target,
+            "target": self.target,
             "best_within": self.best_within,
             "stop_reason": self.stop_reason,
             "finished": self.finished,
@@ -274,11 +294,9 @@ class _Run:
         if checkpoint is None:
             return False
         state = checkpoint.state
-        self.dense_model = copy.deepcopy(self.model)
-        self.dense_model.load_state_dict(
-            load_file(str(self.checkpoint_dir / DENSE_WEIGHTS), device=str(self.device))
-        )
-        self.dense_model.eval()
+        dense = copy.deepcopy(self.model)
+        dense.load_state_dict(load_file(str(self.checkpoint_dir / DENSE_WEIGHTS)))
+        self.dense_model = self._frozen_copy(dense)
         resize_to_shapes(self.model, state["shapes"])
         self.model.to(self.device)
         self.model.load_state_dict(checkpoint.model_state)
@@ -291,6 +309,7 @@ class _Run:
         if state["controller"] is not None:
             self.controller_state = ControllerState(**state["controller"])
         self.next_target = state["next_target"]
+        self.target = state["target"]
         self.best_within = state["best_within"]
         self.stop_reason = state["stop_reason"]
         self.finished = state["finished"]
@@ -317,9 +336,7 @@ class _Run:
                 count=False,
             )
         self.dense_metric, val_loss = self._evaluate()
-        self.dense_model = copy.deepcopy(self.model).eval()
-        for param in self.dense_model.parameters():
-            param.requires_grad_(False)
+        self.dense_model = self._frozen_copy(self.model)
         self.plan.dense_params = count_params(self.model)
         if self.checkpoint_dir is not None:
             self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -331,7 +348,7 @@ class _Run:
         self.optimizer = self._new_optimizer(finetune.lr)
         if self.spec.prune.schedule.kind == "adaptive":
             self.controller_state = AdaptiveController.initial_state(
-                target=self.spec.prune.target_sparsity, steps=self.spec.prune.schedule.steps
+                target=self.target, steps=self.spec.prune.schedule.steps
             )
             self.next_target = self.controller.first_sparsity(self.controller_state)
         self._report(
@@ -346,9 +363,36 @@ class _Run:
         self._checkpoint()
 
     def _plan_layers(self) -> None:
-        """Probe criteria ("auto") and layer sensitivities where the spec needs them."""
+        """Check the target can be met, then probe layer sensitivities and criteria as needed.
+
+        Sensitivities come first so that the criterion probe prunes exactly as the run will;
+        with `criterion: auto` they are measured with magnitude scores.
+        """
         prune_spec = self.spec.prune
-        needs_sensitivity = prune_spec.scope == "sensitivity" or parse_nm(prune_spec.granularity)
+        nm = parse_nm(prune_spec.granularity)
+        if nm is not None:
+            reachable = nm_reachable(prunable_parameters(self.model), n=nm[0], m=nm[1])
+            if reachable <= 0.0:
+                raise SpecInvalid(
+                    f"granularity {prune_spec.granularity!r}: no prunable layer has an input "
+                    f"dimension divisible by {nm[1]}"
+                )
+            # layers that cannot take the pattern stay dense, so the target is what the rest give
+            self.target = min(self.target, reachable)
+        if prune_spec.granularity == "channel":
+            self._check_channels_removable()
+        if prune_spec.scope == "sensitivity" or nm is not None:
+            criterion = "magnitude" if prune_spec.criterion == "auto" else self.criterion
+            scores = make_importance(criterion, prune_spec)(self._scoring_context())
+            sensitivity = layer_sensitivity(
+                self.model, scores=scores, spec=prune_spec, evaluate=self._evaluate
+            )
+            self.plan.sensitivity = sensitivity
+            shapes = {name: list(p.shape) for name, p in prunable_parameters(self.model).items()}
+            fixed = set(nm_incompatible(shapes, nm[1])) if nm is not None else set()
+            self.plan.layer_order = sorted(
+                (name for name in sensitivity if name not in fixed), key=sensitivity.__getitem__
+            )
         if prune_spec.criterion == "auto":
             self._phase("scoring")
             outcome: ProbeOutcome = probe_criteria(
@@ -362,22 +406,32 @@ class _Run:
             self.probe = {f"loss.{k}": v for k, v in outcome.losses.items()} | {
                 f"metric.{k}": v for k, v in outcome.metrics.items()
             }
-        if needs_sensitivity and prune_spec.granularity != "channel":
-            scores = self._importance()(self._scoring_context())
-            self.plan.sensitivity = layer_sensitivity(
-                self.model, scores=scores, spec=prune_spec, evaluate=self._evaluate
-            )
-            self.plan.layer_order = sorted(
-                self.plan.sensitivity, key=self.plan.sensitivity.__getitem__
+
+    def _check_channels_removable(self) -> None:
+        """Refuse a channel job that cannot remove a single channel at its target."""
+        trial, plan = copy.deepcopy(self.model), copy.deepcopy(self.plan)
+        scores = {k: v.detach().abs() for k, v in prunable_parameters(trial).items()}
+        sparsify(
+            trial,
+            scores=scores,
+            target=self.target,
+            spec=self.spec.prune,
+            masks={},
+            plan=plan,
+            example_inputs=self.example,
+        )
+        if channel_fraction_removed(trial, plan) <= 0.0:
+            raise SpecInvalid(
+                f"granularity 'channel': no channel of this model can be removed at target "
+                f"{self.target} with round_to {self.spec.prune.round_to} "
+                f"(kept whole: {', '.join(plan.channel_fixed) or 'none'})"
             )
 
     def _target_for(self, step: int) -> float:
         schedule = self.spec.prune.schedule
         if schedule.kind == "adaptive":
             return self.next_target
-        return fixed_schedule(
-            schedule.kind, final=self.spec.prune.target_sparsity, steps=schedule.steps
-        )(step)
+        return fixed_schedule(schedule.kind, final=self.target, steps=schedule.steps)(step)
 
     def prune_step(self) -> bool:
         """Take one step; return False when the pruning phase is over."""
@@ -475,17 +529,25 @@ class _Run:
         return not done
 
     def _snapshot(self) -> dict[str, Any]:
+        """The state before a step, kept on the CPU; a rollback restores it."""
         assert self.optimizer is not None
+        optimizer_state = self.optimizer.state_dict()
         return {
-            "model": copy.deepcopy(self.model),
-            "masks": {k: v.clone() for k, v in self.masks.items()},
-            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "model": copy.deepcopy(self.model).cpu(),
+            "masks": {k: v.cpu() for k, v in self.masks.items()},
+            "optimizer": {
+                "state": {
+                    i: {k: v.cpu() if isinstance(v, Tensor) else v for k, v in entry.items()}
+                    for i, entry in optimizer_state["state"].items()
+                },
+                "param_groups": copy.deepcopy(optimizer_state["param_groups"]),
+            },
             "plan": copy.deepcopy(self.plan),
         }
 
     def _load_snapshot(self, snapshot: dict[str, Any]) -> None:
-        self.model = snapshot["model"]
-        self.masks = snapshot["masks"]
+        self.model = snapshot["model"].to(self.device)
+        self.masks = {k: v.to(self.device) for k, v in snapshot["masks"].items()}
         self.plan = snapshot["plan"]
         self.optimizer = self._new_optimizer(self.spec.finetune.lr)
         self.optimizer.load_state_dict(snapshot["optimizer"])
@@ -507,10 +569,9 @@ class _Run:
             epochs = self.counters.finetune_epochs - before
         metric, val_loss = self._evaluate()
         self.counters.step += 1
-        target = self.reports[-1].target_sparsity if self.reports else 0.0
-        accepted = [r for r in self.reports if r.decision not in ("rollback", "baseline")]
-        if accepted:
-            target = accepted[-1].target_sparsity
+        # the model is at the last accepted step's sparsity; rolled-back targets do not count
+        accepted = [r for r in self.reports if r.decision not in ("rollback", "final")]
+        target = accepted[-1].target_sparsity if accepted else 0.0
         self._report(
             target=target,
             metric=metric,
@@ -532,7 +593,7 @@ class _Run:
             metric=last.metric,
             sparsity=last.sparsity,
             best_sparsity_within_tolerance=self.best_within,
-            within_tolerance=last.metric >= self.dense_metric - self.spec.prune.max_metric_drop,
+            within_tolerance=self._within(last.metric),
             stop_reason=self.stop_reason or "schedule_done",
             epochs=self.counters.finetune_epochs,
             seconds=self._elapsed(),

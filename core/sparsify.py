@@ -14,27 +14,30 @@ from torch import Tensor, nn
 from core.masks import (
     apply_masks,
     measured_sparsity,
+    nm_incompatible,
     nm_masks,
     prunable_parameters,
     sensitivity_allocation,
     unstructured_masks,
 )
 from core.spec import PruneSpec, parse_nm
-from core.structured import prune_channels
+from core.structured import out_width, prune_channels
 
 
 @dataclass
 class SparsityPlan:
     """Per-run facts the sparsifier needs beyond the scores.
 
-    `layer_order`: prunable layers from least to most sensitive (N:M applies the pattern to a
-    growing prefix of it). `sensitivity`: per-layer sensitivities for the "sensitivity" scope.
+    `layer_order`: the layers that can take the pattern, least to most sensitive first (N:M
+    applies the pattern to a growing prefix of it). `sensitivity`: per-layer sensitivities
+    for the "sensitivity" scope.
     `dense_widths`/`dense_params`: the channel pruner's reference point.
     """
 
     layer_order: list[str] = field(default_factory=list)
     sensitivity: dict[str, float] = field(default_factory=dict)
     dense_widths: dict[str, int] | None = None
+    channel_fixed: list[str] = field(default_factory=list)
     dense_params: int = 0
 
 
@@ -61,6 +64,18 @@ def nm_layers_for(
     return chosen
 
 
+def nm_reachable(params: Mapping[str, Tensor], *, n: int, m: int) -> float:
+    """The highest overall sparsity N:M can give: p * (weights in compatible layers) / total.
+
+    A layer is compatible when its input dimension is a multiple of M; the others stay dense.
+    """
+    shapes = {name: list(p.shape) for name, p in params.items()}
+    incompatible = set(nm_incompatible(shapes, m))
+    total = sum(p.numel() for p in params.values())
+    covered = sum(p.numel() for name, p in params.items() if name not in incompatible)
+    return (1 - n / m) * covered / total if total else 0.0
+
+
 def sparsify(
     model: nn.Module,
     *,
@@ -73,7 +88,8 @@ def sparsify(
 ) -> dict[str, Tensor]:
     """Bring `model` to `target` sparsity in place; return the masks now in force.
 
-    For channel granularity `target` is the fraction of each layer's dense output channels removed.
+    For channel granularity `target` is the fraction of dense output channels to remove from each
+    layer that may lose channels (the classifier, LSTMs and attention widths keep theirs).
     """
     if spec.granularity == "channel":
         report = prune_channels(
@@ -85,6 +101,7 @@ def sparsify(
             round_to=spec.round_to,
         )
         plan.dense_widths = report.dense_widths
+        plan.channel_fixed = sorted({entry.split(":", 1)[0] for entry in report.skipped})
         return {}
     params = prunable_parameters(model)
     nm = parse_nm(spec.granularity)
@@ -120,6 +137,16 @@ def sparsify(
         )
     apply_masks(params, new)
     return new
+
+
+def channel_fraction_removed(model: nn.Module, plan: SparsityPlan) -> float:
+    """Fraction of the prunable layers' dense output channels that are gone, counted now."""
+    widths = {k: v for k, v in (plan.dense_widths or {}).items() if k not in plan.channel_fixed}
+    if not widths:
+        return 0.0
+    modules = dict(model.named_modules())
+    now = sum(out_width(modules[name]) for name in widths)
+    return 1.0 - now / sum(widths.values())
 
 
 def model_sparsity(

@@ -218,7 +218,7 @@ def prune_channels(
         )
     return ChannelPruneReport(
         dense_widths=dense,
-        widths={name: _out_width(m) for name, m in prunable.items()},
+        widths={name: out_width(m) for name, m in prunable.items()},
         params_before=params_before,
         params_after=sum(p.numel() for p in model.parameters()),
         skipped=[f"{name}: {reason}" for name, reason in sorted(skips.items())],
@@ -301,7 +301,8 @@ def _check_scores(model: nn.Module, scores: Mapping[str, Tensor]) -> None:
             )
 
 
-def _out_width(module: nn.Module) -> int:
+def out_width(module: nn.Module) -> int:
+    """Output channels of a Linear, LSTM (hidden size) or convolution."""
     if isinstance(module, nn.Linear):
         return int(module.out_features)
     if isinstance(module, nn.LSTM):
@@ -313,15 +314,15 @@ def _dense_widths(
     prunable: Mapping[str, nn.Module], dense_widths: Mapping[str, int] | None
 ) -> dict[str, int]:
     if dense_widths is None:
-        return {name: _out_width(m) for name, m in prunable.items()}
+        return {name: out_width(m) for name, m in prunable.items()}
     dense = dict(dense_widths)
     for name, module in prunable.items():
         if name not in dense:
             raise ValueError(f"dense_widths has no entry for layer {name!r}")
-        if dense[name] < _out_width(module):
+        if dense[name] < out_width(module):
             raise ValueError(
                 f"dense_widths[{name!r}] = {dense[name]} is below the current width "
-                f"{_out_width(module)}"
+                f"{out_width(module)}"
             )
     return dense
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from core.data import TaskData
-from core.errors import PruneCancelled, TrainingDiverged
+from core.errors import PruneCancelled, SpecInvalid, TrainingDiverged
 from core.importance import IMPORTANCES
 from core.loop import prune
 from core.masks import prunable_parameters
@@ -212,3 +212,83 @@ def test_cancel_is_checked_between_batches():
     with pytest.raises(PruneCancelled):
         prune(_model(), _task(), _spec(), should_stop=should_stop)
     assert len(calls) == 3
+
+
+def _blobs_model_with_batchnorm() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(12, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 3))
+
+
+def test_a_training_batch_of_one_is_merged_so_batchnorm_models_train():
+    task = _task()
+    task = TaskData(
+        "odd", task.x_train[:97], task.y_train[:97], task.x_val, task.y_val, None, None, 3, (12,)
+    )
+    spec = _spec(criterion="magnitude", schedule={"kind": "oneshot", "steps": 1})
+    result = prune(_blobs_model_with_batchnorm(), task, spec).result
+    assert result.sparsity > 0.5
+
+
+def test_channel_job_that_can_remove_nothing_is_refused_with_its_reason():
+    class OnlyClassifier(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = nn.Linear(12, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(x)
+
+    spec = _spec(granularity="channel", target_sparsity=0.5)
+    with pytest.raises(SpecInvalid, match="no channel of this model can be removed"):
+        prune(OnlyClassifier(), _task(), spec)
+
+
+def test_nm_target_is_capped_at_what_compatible_layers_can_give():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(12, 10), nn.ReLU(), nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, 3)
+    )
+    spec = _spec(
+        granularity="2:4",
+        target_sparsity=0.5,
+        schedule={"kind": "adaptive", "steps": 2},
+        max_metric_drop=1.0,
+    )
+    result = prune(model, _task(), spec).result
+    compatible = 12 * 10 + 16 * 3  # inputs 12 and 16 divide by 4; the 10-input layer cannot
+    reachable = 0.5 * compatible / (120 + 160 + 48)
+    assert result.sparsity == pytest.approx(reachable, abs=1e-6)
+    assert result.stop_reason == "target_reached"
+    assert result.layer_sparsity["2.weight"] == 0.0
+
+
+def test_nm_job_with_no_compatible_layer_is_refused():
+    spec = _spec(granularity="2:7", target_sparsity=5 / 7)
+    with pytest.raises(SpecInvalid, match="divisible by 7"):
+        prune(nn.Sequential(nn.Linear(12, 10), nn.ReLU(), nn.Linear(10, 3)), _task(), spec)
+
+
+def test_auto_probe_really_compares_criteria_under_nm_and_sensitivity_scope():
+    nm = prune(_model(), _task(), _spec(criterion="auto", granularity="2:4", target_sparsity=0.5))
+    losses = {k: v for k, v in nm.result.probe.items() if k.startswith("loss.")}
+    assert len(set(losses.values())) > 1
+    scoped = prune(_model(), _task(), _spec(criterion="auto", scope="sensitivity"))
+    assert scoped.result.criterion in IMPORTANCES
+
+
+def test_final_row_states_the_accepted_target_when_every_step_rolled_back():
+    spec = _spec(
+        criterion="magnitude",
+        target_sparsity=0.98,
+        max_metric_drop=0.0,
+        min_layer_density=0.0,
+        schedule={"kind": "adaptive", "steps": 1},
+    )
+    result = prune(_model(), _task(), spec).result
+    accepted = [r for r in result.steps if r.decision not in ("rollback", "final")]
+    final = result.steps[-1]
+    assert final.decision == "final"
+    assert final.target_sparsity == accepted[-1].target_sparsity
+    assert final.sparsity == pytest.approx(accepted[-1].sparsity)
+    rolled = [r.sparsity for r in result.steps if r.decision == "rollback"]
+    assert rolled and result.best_sparsity_within_tolerance < min(rolled)
