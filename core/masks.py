@@ -101,9 +101,9 @@ def unstructured_masks(
 
     Global scope prunes k = round(sparsity * total) weights over all layers: each layer offers
     its lowest-scored `numel - floor` weights as candidates (all of its already-pruned weights
-    when `previous` pruned more than that), and the k lowest candidates are pruned; the cut
-    value comes from `torch.topk`, never from a full sort. When the floors allow fewer than k,
-    every candidate is pruned.
+    when `previous` pruned more than that), and the k lowest candidates are pruned; the cut is
+    found by bisection over per-layer counts, so no tensor spans all layers. When the floors
+    allow fewer than k, every candidate is pruned.
     Layer scope prunes round(s_l * numel_l) weights in each layer, s_l taken from
     `layer_sparsity` when it names the layer, else `sparsity`, capped by the floor.
 
@@ -156,9 +156,22 @@ def _layer_mask(score: Tensor, *, kept: Tensor, sparsity: float, min_density: fl
     return ~_select_lowest(_effective_scores(score, kept), count).view(score.shape)
 
 
+def _sortable_keys(flat: Tensor) -> Tensor:
+    """int64 keys ordered exactly like the float32 values (IEEE-754 bits, negatives flipped)."""
+    bits = flat.contiguous().view(torch.int32).to(torch.int64)
+    return torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+
+
 def _global_masks(
     scores: Mapping[str, Tensor], *, kept: Mapping[str, Tensor], sparsity: float, min_density: float
 ) -> dict[str, Tensor]:
+    """Global selection without joining the layers' scores into one tensor.
+
+    The cut is found by bisection over the float32 keys: g(T) = sum over layers of
+    min(cap_l, #{key_l <= T}) is monotone in T, and the smallest T with g(T) >= k is the k-th
+    lowest candidate. Each pass reads one layer at a time, so the extra memory is a few
+    copies of the largest layer, not of the whole model (about 32 passes for float32 keys).
+    """
     names = list(scores)
     if not names:
         return {}
@@ -167,26 +180,48 @@ def _global_masks(
     target = round(sparsity * total)
     if target <= already:
         return {name: kept[name].clone() for name in names}
-    device = scores[names[0]].device
-    offered: list[Tensor] = []
-    values: list[Tensor] = []
+    caps: dict[str, int] = {}
+    low, high = None, None
     for name in names:
-        score = scores[name]
-        numel = score.numel()
+        numel = scores[name].numel()
         layer_already = numel - int(kept[name].sum().item())
-        allowed = max(numel - layer_floor(numel=numel, min_density=min_density), layer_already)
-        flat = _effective_scores(score, kept[name])
-        candidate = _select_lowest(flat, allowed)
-        offered.append(candidate)
-        values.append(flat[candidate].to(device))
-    candidates = torch.cat(values)
-    del values
-    chosen = _select_lowest(candidates, min(target, candidates.numel()))
-    sizes = [int(candidate.sum().item()) for candidate in offered]
+        caps[name] = max(numel - layer_floor(numel=numel, min_density=min_density), layer_already)
+        keys = _sortable_keys(_effective_scores(scores[name], kept[name]))
+        low = int(keys.min()) if low is None else min(low, int(keys.min()))
+        high = int(keys.max()) if high is None else max(high, int(keys.max()))
+    assert low is not None and high is not None
+    target = min(target, sum(caps.values()))
+
+    def selected(cut: int, *, strict: bool) -> int:
+        count = 0
+        for name in names:
+            keys = _sortable_keys(_effective_scores(scores[name], kept[name]))
+            below = int((keys < cut).sum()) if strict else int((keys <= cut).sum())
+            count += min(caps[name], below)
+        return count
+
+    while low < high:  # smallest cut with selected(cut) >= target
+        middle = (low + high) // 2
+        if selected(middle, strict=False) >= target:
+            high = middle
+        else:
+            low = middle + 1
+    cut = low
+    room = target - selected(cut, strict=True)
     masks: dict[str, Tensor] = {}
-    for name, candidate, picked in zip(names, offered, torch.split(chosen, sizes), strict=True):
-        prune = torch.zeros_like(candidate)
-        prune[candidate] = picked.to(candidate.device)
+    for name in names:
+        flat = _effective_scores(scores[name], kept[name])
+        keys = _sortable_keys(flat)
+        below = keys < cut
+        count = int(below.sum())
+        if count >= caps[name]:
+            prune = _select_lowest(flat, caps[name])
+        else:
+            ties = keys == cut
+            # ties at the cut go to the earlier layer, then the lower index, within the cap
+            take = min(room, caps[name] - count, int(ties.sum()))
+            prune = below | (ties & (torch.cumsum(ties.long(), dim=0) <= take))
+            room -= take
         masks[name] = ~prune.view(scores[name].shape)
     return masks
 
