@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 from starlette.routing import Match
@@ -11,10 +12,33 @@ from service.http_errors import error_response
 from service.metrics import ApiMetrics
 
 UNMATCHED = "unmatched"
+# Specs nest about five levels deep; json and pydantic recurse, so deeper bodies are refused
+# before they are parsed.
+MAX_JSON_DEPTH = 32
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKET = re.compile(rb"[^\[\]{}]+")
+
+
+def json_depth(body: bytes) -> int:
+    """How deeply arrays and objects nest in `body` (0 for a scalar; strings are skipped).
+
+    Args:
+        body: raw JSON text; it need not be valid JSON.
+
+    Returns:
+        The largest number of brackets open at once outside string literals.
+    """
+    brackets = _NOT_BRACKET.sub(b"", _JSON_STRING.sub(b"", body))
+    depth = deepest = 0
+    for byte in brackets:
+        depth += 1 if byte in b"[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
 
 
 class BodyLimitMiddleware:
-    """Answers 413 before any parsing when a body is larger than `max_bytes`.
+    """Answers 413 before any parsing when a body is larger than `max_bytes`, and 400 when it
+    nests deeper than MAX_JSON_DEPTH or declares a Content-Length that is not a number.
 
     Content-Length is checked first; the body is then read (counting the bytes actually sent,
     which also covers chunked uploads) and replayed to the application.
@@ -29,7 +53,13 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+        if declared is not None and not declared.isdigit():
+            response = error_response(
+                400, code="bad_request", message="Content-Length must be a whole number of bytes"
+            )
+            await response(scope, receive, send)
+            return
+        if declared is not None and int(declared) > self.max_bytes:
             await self._refuse(scope, receive, send)
             return
         chunks: list[bytes] = []
@@ -46,13 +76,22 @@ class BodyLimitMiddleware:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
+        body = b"".join(chunks)
+        if json_depth(body) > MAX_JSON_DEPTH:
+            response = error_response(
+                400,
+                code="body_too_deep",
+                message=f"request body nests arrays/objects deeper than {MAX_JSON_DEPTH} levels",
+            )
+            await response(scope, receive, send)
+            return
         replayed = False
 
         async def replay() -> Message:
             nonlocal replayed
             if not replayed:
                 replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+                return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
         await self.app(scope, replay, send)

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from service.storage import ArtifactStorage
 from workers.errors import StorageUnavailable
+from workers.retry import STORAGE_TRIES, retry_for
 
 LATEST = "LATEST"
 DENSE = "dense.safetensors"
@@ -23,14 +24,29 @@ _STEP_DIR = re.compile(r"^step-\d{4,}$")
 T = TypeVar("T")
 
 
-def storage_call(what: str, call: Callable[..., T], *args: Any) -> T:
-    """Run `call(*args)`; any failure but a missing object becomes StorageUnavailable."""
+def _once(what: str, call: Callable[..., T], *args: Any) -> T:
     try:
         return call(*args)
     except FileNotFoundError:
         raise
     except Exception as error:  # file systems and S3 clients fail in many ways
-        raise StorageUnavailable(f"{what}: {error}") from error
+        raise StorageUnavailable(f"{what}: {type(error).__name__}: {error}") from error
+
+
+def storage_call(what: str, call: Callable[..., T], *args: Any) -> T:
+    """Run `call(*args)`, trying up to STORAGE_TRIES times with a short backoff.
+
+    Raises:
+        FileNotFoundError: the object does not exist (not retried).
+        StorageUnavailable: every try failed; the message names the operation and the error.
+    """
+    return retry_for(
+        what,
+        lambda: _once(what, call, *args),
+        errors=(StorageUnavailable,),
+        tries=STORAGE_TRIES,
+        first_delay_s=0.5,
+    )
 
 
 class CheckpointMirror:

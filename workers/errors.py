@@ -29,6 +29,14 @@ INFRA_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
+# The database's share of INFRA_ERRORS: what a store write is retried for in place.
+DATABASE_ERRORS: tuple[type[Exception], ...] = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.TimeoutError,
+)
+
+
 def infra_code(error: BaseException) -> str:
     """The error code a job gets when `error` outlasted its retries."""
     if isinstance(error, InfrastructureError):

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from service.store import JobStore
+from workers.broker import BrokerView
 from workers.errors import INFRA_ERRORS
 from workers.metrics import WorkerMetrics
 
@@ -76,11 +78,20 @@ class Heartbeat:
 
 
 class Reaper:
-    """Every `interval_s`, requeues running jobs whose heartbeat is stale and re-sends them.
+    """Every `interval_s`, requeues jobs whose worker died and re-sends jobs the broker lost.
 
     A worker that died (SIGKILL, OOM, lost node) leaves its job `running` with a heartbeat
     that stops moving; any live worker's reaper puts it back to `queued` and sends its id again,
     so it resumes from its last checkpoint without waiting for the broker's visibility timeout.
+
+    While the database is down no heartbeat can be written, so a lease only counts as stale
+    once the reaper has seen the database answer for `stale_after_s` in a row: a short outage
+    never makes healthy jobs change hands.
+
+    With `broker` given, a queued job older than `stale_after_s` whose id is neither waiting in
+    its queue nor delivered-unacknowledged, in two sweeps in a row, is sent again (a Redis
+    restart without persistence loses both). A duplicate message is harmless: the claim is
+    atomic and a final or live-leased job makes it a no-op.
     """
 
     def __init__(
@@ -90,6 +101,7 @@ class Reaper:
         send: Callable[[str, str], None],
         interval_s: float,
         stale_after_s: float,
+        broker: BrokerView | None = None,
     ) -> None:
         if interval_s <= 0 or stale_after_s <= 0:
             raise ValueError(f"interval {interval_s} and staleness {stale_after_s} must be > 0")
@@ -97,6 +109,10 @@ class Reaper:
         self.send = send
         self.interval_s = interval_s
         self.stale_after_s = stale_after_s
+        self.broker = broker
+        self._missing: set[str] = set()
+        # A worker that just started has seen no outage: its first sweep may requeue at once.
+        self._database_up_since: float | None = time.monotonic() - stale_after_s
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="lease-reaper", daemon=True)
 
@@ -119,9 +135,49 @@ class Reaper:
                 self.send(job_id, job.queue)
         return requeued
 
+    def recover_lost(self) -> list[str]:
+        """Re-send the queued jobs the broker no longer holds; returns their ids.
+
+        A job is re-sent when it was found missing in this sweep and the one before (a message
+        is briefly in neither place while a worker moves it from the queue to `unacked`).
+        """
+        if self.broker is None:
+            return []
+        queued = self.store.queued_before(age_s=self.stale_after_s)
+        if not queued:
+            self._missing = set()
+            return []
+        present = self.broker.job_ids({queue for _, queue in queued})
+        missing = {job_id for job_id, _ in queued if job_id not in present}
+        resent: list[str] = []
+        for job_id, queue in queued:
+            if job_id not in missing or job_id not in self._missing:
+                continue
+            if not self.broker.claim_resend(job_id, ttl_s=2 * self.interval_s):
+                continue
+            log.warning("job %s: missing from broker queue %s; sent again", job_id, queue)
+            self.send(job_id, queue)
+            resent.append(job_id)
+        self._missing = missing - set(resent)
+        return resent
+
+    def tick(self) -> None:
+        """One round: requeue stale leases (once the database is trusted again), then recover."""
+        try:
+            self.store.max_heartbeat_age_s()
+        except INFRA_ERRORS:
+            self._database_up_since = None
+            raise
+        now = time.monotonic()
+        if self._database_up_since is None:
+            self._database_up_since = now
+        if now - self._database_up_since >= self.stale_after_s:
+            self.sweep()
+        self.recover_lost()
+
     def _loop(self) -> None:
         while not self._stopped.wait(self.interval_s):
             try:
-                self.sweep()
+                self.tick()
             except Exception as error:  # the reaper must outlive any one failed sweep
-                log.warning("stale-lease sweep failed: %s", error)
+                log.warning("lease sweep failed: %s", error)

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from core.spec import PRUNE_TASK
 from workers import tasks
 from workers.app import app, configure
+from workers.broker import BrokerView
 from workers.lease import Reaper
 from workers.metrics import WorkerMetrics
 from workers.runner import JobRunner
@@ -48,11 +49,13 @@ def run_worker(
     def send(job_id: str, queue: str) -> None:
         app.send_task(PRUNE_TASK, args=[job_id], queue=queue)
 
+    broker = BrokerView(settings.redis_url)
     reaper = Reaper(
         runner.store,
         send=send,
         interval_s=settings.heartbeat_s,
         stale_after_s=settings.stale_after_s,
+        broker=broker,
     )
     reaper.start()
     log.info("worker %s: metrics on port %s, lease owner %s", os.getpid(), port, runner.owner)
@@ -71,5 +74,6 @@ def run_worker(
         worker.start()
     finally:
         reaper.stop()
+        broker.close()
         runner.store.engine.dispose()
     return int(worker.exitcode or 0)

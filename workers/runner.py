@@ -7,6 +7,7 @@ and files between them. torch is imported only when a job actually runs.
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import math
@@ -16,9 +17,10 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -28,15 +30,17 @@ from core.spec import JobSpec
 from service.client import sha256_file
 from service.policy import check_policy
 from service.storage import ArtifactStorage, artifact_key, job_prefix, storage_from_url
-from service.store import Claim, JobStore
+from service.store import ArtifactRow, Claim, JobStore
 from workers.checkpoints import CheckpointMirror, storage_call
-from workers.errors import INFRA_ERRORS, infra_code, one_line
+from workers.errors import DATABASE_ERRORS, INFRA_ERRORS, infra_code, one_line
 from workers.lease import Heartbeat
 from workers.metrics import WorkerMetrics
+from workers.retry import retry_for
 from workers.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
+T = TypeVar("T")
 SKIPPED = "skipped"
 
 
@@ -72,6 +76,11 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [json_safe(v) for v in value]
     return value
+
+
+def store_write(what: str, call: Callable[[], T]) -> T:
+    """Run a store operation, retrying it in place while the database is unreachable."""
+    return retry_for(what, call, errors=DATABASE_ERRORS)
 
 
 def free_accelerator_memory() -> None:
@@ -135,6 +144,9 @@ class JobRunner:
             log.info("job %s: not taken (final, leased elsewhere or out of attempts)", job_id)
             return SKIPPED
         log.info("job %s: attempt %d on %s", job_id, claim.attempt, self.owner)
+        # The next claim would exceed the cap: fail with the real error now, not a bare
+        # "attempts exhausted" later.
+        last_try = last_try or claim.attempt >= self.settings.max_attempts
         started = time.monotonic()
         outcome: str | None = None
         try:
@@ -163,17 +175,25 @@ class JobRunner:
         if claim.resumed:
             self.metrics.retries.inc()
             return
-        job = self.store.load_job(claim.job_id)
+        try:
+            job = self.store.load_job(claim.job_id)
+        except INFRA_ERRORS:
+            return  # only a metric is lost
         if job is not None and job.started_at is not None:
             self.metrics.queue_wait.observe(
                 max(0.0, (job.started_at - job.created_at).total_seconds())
             )
 
     def _finish(self, claim: Claim, *, state: str, **fields: Any) -> str | None:
-        written = self.store.finish(claim.job_id, owner=self.owner, state=state, **fields)
+        written = store_write(
+            f"job {claim.job_id}: finish",
+            lambda: self.store.finish(claim.job_id, owner=self.owner, state=state, **fields),
+        )
         if not written:
             log.warning("job %s: lease lost before it could be marked %s", claim.job_id, state)
-        return state if written else None
+            return None
+        log.info("job %s: finished %s on attempt %d", claim.job_id, state, claim.attempt)
+        return state
 
     def _fail(self, claim: Claim, *, code: str, message: str) -> str | None:
         log.info("job %s: failed: %s: %s", claim.job_id, code, message)
@@ -225,7 +245,12 @@ class JobRunner:
         if claim.resumed:
             step = mirror.download(work / "checkpoints")
             # Steps after the checkpoint are replayed by this attempt; steps up to it stay.
-            self.store.truncate_steps(claim.job_id, after_step=-1 if step is None else step)
+            store_write(
+                f"job {claim.job_id}: truncate steps",
+                lambda: self.store.truncate_steps(
+                    claim.job_id, after_step=-1 if step is None else step
+                ),
+            )
             resume = step is not None
             log.info("job %s: resuming from step %s", claim.job_id, step)
         try:
@@ -245,7 +270,7 @@ class JobRunner:
             return self._fail(
                 claim, code="internal_error", message=one_line(f"{type(error).__name__}: {error}")
             )
-        if heartbeat.lost or not heartbeat.beat():
+        if heartbeat.lost or not store_write(f"job {claim.job_id}: heartbeat", heartbeat.beat):
             return None
         self._publish(claim, output)
         outcome = self._finish(claim, state="succeeded", result=output.result)
@@ -276,13 +301,21 @@ class JobRunner:
         def on_step(report: StepReport) -> None:
             if heartbeat.lost:
                 return
-            self.store.record_step(claim.job_id, attempt=claim.attempt, report=report.to_dict())
+            row = report.to_dict()
+            store_write(
+                f"job {claim.job_id}: record step {report.step}",
+                lambda: self.store.record_step(claim.job_id, attempt=claim.attempt, report=row),
+            )
             self.metrics.step(
                 seconds=report.seconds, sparsity=report.sparsity, metric=report.metric
             )
 
         def on_phase(phase: str) -> None:
-            if not self.store.set_phase(claim.job_id, owner=self.owner, phase=phase):
+            owned = store_write(
+                f"job {claim.job_id}: phase {phase}",
+                lambda: self.store.set_phase(claim.job_id, owner=self.owner, phase=phase),
+            )
+            if not owned:
                 heartbeat.lost = True
 
         out_dir = work / "artifact"
@@ -316,15 +349,27 @@ class JobRunner:
         return EngineOutput(result=json_safe(result), artifact_dir=out_dir, files=files)
 
     def _publish(self, claim: Claim, output: EngineOutput) -> None:
-        """Upload the artifact files (manifest.json last) and record each one's checksum."""
+        """Upload the artifact files (manifest.json last) and record each one's checksum.
+
+        Rows are written only once every file is stored, so a failed upload lists nothing;
+        the files it did store are removed again (best effort).
+        """
         ordered = [name for name in output.files if name != MANIFEST] + [MANIFEST]
         rows = []
-        for name in ordered:
-            path = output.artifact_dir / name
-            key = artifact_key(claim.tenant, claim.job_id, name)
-            storage_call(f"upload {key}", self.storage.put_file, key, path)
-            rows.append((name, key, path.stat().st_size, sha256_file(path)))
-        for name, key, size, digest in rows:
-            self.store.record_artifact(
-                claim.job_id, name=name, storage_key=key, size_bytes=size, sha256=digest
-            )
+        try:
+            for name in ordered:
+                path = output.artifact_dir / name
+                key = artifact_key(claim.tenant, claim.job_id, name)
+                storage_call(f"upload {key}", self.storage.put_file, key, path)
+                rows.append(ArtifactRow(name, key, path.stat().st_size, sha256_file(path)))
+        except INFRA_ERRORS:
+            prefix = f"{job_prefix(claim.tenant, claim.job_id)}artifacts/"
+            try:
+                self.storage.delete_prefix(prefix)
+            except Exception as error:  # the storage is failing already; the rows stay unwritten
+                log.warning("job %s: could not remove partial %s: %s", claim.job_id, prefix, error)
+            raise
+        store_write(
+            f"job {claim.job_id}: record artifacts",
+            functools.partial(self.store.record_artifacts, claim.job_id, rows),
+        )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.store.artifacts import ArtifactOps, check_artifact_name
+from service.store.artifacts import ArtifactOps, ArtifactRow, check_artifact_name
 from service.store.jobs import Created, JobPage, JobQueries, request_hash
 from service.store.leases import ATTEMPTS_EXHAUSTED, Claim, LeaseOps, LeaseStatus
 from service.store.steps import StepOps
@@ -14,6 +14,7 @@ class JobStore(JobQueries, LeaseOps, StepOps, ArtifactOps):
 
 __all__ = [
     "ATTEMPTS_EXHAUSTED",
+    "ArtifactRow",
     "Claim",
     "Created",
     "JobPage",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -26,6 +28,31 @@ def check_artifact_name(name: str) -> str:
     return name
 
 
+class ArtifactRow(NamedTuple):
+    """One stored artifact file: its name, storage key, size and sha256."""
+
+    name: str
+    storage_key: str
+    size_bytes: int
+    sha256: str
+
+
+def _artifact_values(job_id: str, row: ArtifactRow) -> dict[str, Any]:
+    check_artifact_name(row.name)
+    if not SHA256_HEX.match(row.sha256):
+        raise ValueError(f"sha256 {row.sha256!r} is not 64 lowercase hex digits")
+    if row.size_bytes < 0:
+        raise ValueError(f"size_bytes {row.size_bytes} is negative")
+    return {
+        "job_id": job_id,
+        "name": row.name,
+        "storage_key": row.storage_key,
+        "size_bytes": row.size_bytes,
+        "sha256": row.sha256,
+        "created_at": utcnow(),
+    }
+
+
 class ArtifactOps(StoreBase):
     """Write and read artifact rows."""
 
@@ -41,24 +68,28 @@ class ArtifactOps(StoreBase):
             size_bytes: the object's size.
             sha256: lowercase hex digest of the bytes.
         """
-        check_artifact_name(name)
-        if not SHA256_HEX.match(sha256):
-            raise ValueError(f"sha256 {sha256!r} is not 64 lowercase hex digits")
-        if size_bytes < 0:
-            raise ValueError(f"size_bytes {size_bytes} is negative")
-        row = {
-            "job_id": job_id,
-            "name": name,
-            "storage_key": storage_key,
-            "size_bytes": size_bytes,
-            "sha256": sha256,
-            "created_at": utcnow(),
-        }
+        self.record_artifacts(job_id, [ArtifactRow(name, storage_key, size_bytes, sha256)])
+
+    def record_artifacts(self, job_id: str, rows: Sequence[ArtifactRow]) -> None:
+        """Insert or replace several artifact rows of a job in one transaction.
+
+        A reader sees either none of them or all of them, never part of a set.
+
+        Args:
+            job_id: the job.
+            rows: the artifacts (plain file names, non-negative sizes, hex sha256 digests).
+        """
+        values = [_artifact_values(job_id, row) for row in rows]
+        if not values:
+            return
         with self.tx() as session:
             dialect = session.get_bind().dialect.name
             insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-            statement = insert(Artifact).values(**row)
-            updates = {name: statement.excluded[name] for name in row if name not in ("job_id",)}
+            statement = insert(Artifact).values(values)
+            updates = {
+                column: statement.excluded[column]
+                for column in ("storage_key", "size_bytes", "sha256", "created_at")
+            }
             session.execute(
                 statement.on_conflict_do_update(index_elements=["job_id", "name"], set_=updates)
             )

@@ -174,6 +174,9 @@ class LeaseOps(StoreBase):
         Numbers named `sparsity`, `metric` and `dense_metric` in `result` are copied to the
         job's columns; a succeeded job's progress becomes 1.
 
+        Calling it again after it succeeded (a retry whose first reply was lost) returns True
+        and writes nothing.
+
         Returns:
             False when the lease was lost (another worker took over): nothing is written.
         """
@@ -198,7 +201,13 @@ class LeaseOps(StoreBase):
                 .where(Job.id == job_id, Job.lease_owner == owner, Job.state.in_(LEASED_STATES))
                 .values(**values)
             )
-        return _rowcount(done) == 1
+            if _rowcount(done) == 1:
+                return True
+            # A retry after a commit whose reply was lost finds its own write already there.
+            current = session.execute(
+                select(Job.state, Job.lease_owner).where(Job.id == job_id)
+            ).one_or_none()
+        return current is not None and tuple(current) == (state, owner)
 
     def requeue_stale(self, *, stale_after_s: float) -> list[str]:
         """Put running jobs whose heartbeat is older than `stale_after_s` back in the queue.
@@ -230,6 +239,22 @@ class LeaseOps(StoreBase):
                 if _rowcount(moved) == 1:
                     requeued.append(job_id)
         return requeued
+
+    def queued_before(self, *, age_s: float) -> list[tuple[str, str]]:
+        """Queued jobs created more than `age_s` seconds ago, as (id, queue), oldest first.
+
+        The lost-message recovery compares them with what the broker holds.
+        """
+        if age_s < 0:
+            raise ValueError(f"age_s {age_s} must not be negative")
+        cutoff = utcnow() - timedelta(seconds=age_s)
+        with self.tx() as session:
+            rows = session.execute(
+                select(Job.id, Job.queue)
+                .where(Job.state == "queued", Job.created_at < cutoff)
+                .order_by(Job.created_at)
+            )
+            return [(str(job_id), str(queue)) for job_id, queue in rows]
 
     def job_state_counts(self) -> dict[str, int]:
         """Jobs per state over all tenants (every state present, zero when none)."""
