@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from core import artifact
-from core.job import accuracy_of
 from core.data import builtin_task
+from core.job import accuracy_of
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,8 +20,12 @@ TINY = {
     "name": "tiny",
     "model": {"arch": "mlp", "kwargs": {"hidden": [16]}},
     "task": {"dataset": "breast_cancer"},
-    "prune": {"target_sparsity": 0.7, "criterion": "adaptive", "max_metric_drop": 0.05,
-              "schedule": {"kind": "adaptive", "steps": 3}},
+    "prune": {
+        "target_sparsity": 0.7,
+        "criterion": "adaptive",
+        "max_metric_drop": 0.05,
+        "schedule": {"kind": "adaptive", "steps": 3},
+    },
     "finetune": {"pretrain_epochs": 5, "epochs_per_step": 1, "final_epochs": 1, "lr": 0.01},
     "seed": 1,
 }
@@ -30,8 +34,12 @@ TINY = {
 def adaprune(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = os.environ | {"PYTHONPATH": str(ROOT)}
     return subprocess.run(
-        [sys.executable, "-m", "workers.cli", *args], cwd=cwd, env=env, capture_output=True,
-        text=True, timeout=240,
+        [sys.executable, "-m", "workers.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
 
 
@@ -68,7 +76,10 @@ def test_run_accepts_json_specs(tmp_path):
     [
         (lambda s: s["prune"].update(target_sparsity=1.5), "prune.target_sparsity"),
         (lambda s: s["prune"].update(criterion="random"), "prune.criterion"),
-        (lambda s: s["task"].update(dataset=None, data="http://example.com/x.npz"), "scheme 'http'"),
+        (
+            lambda s: s["task"].update(dataset=None, data="http://example.com/x.npz"),
+            "scheme 'http'",
+        ),
         (lambda s: s.update(extra_field=1), "extra_field"),
     ],
 )
@@ -84,7 +95,9 @@ def test_bad_spec_is_one_line_error_and_nothing_is_written(tmp_path, mutate, mes
 
 
 def test_missing_spec_file_is_named(tmp_path):
-    done = adaprune("run", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "art"), cwd=tmp_path)
+    done = adaprune(
+        "run", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "art"), cwd=tmp_path
+    )
     assert done.returncode == 2
     assert "nope.yaml" in done.stderr and "not found" in done.stderr
 
@@ -108,8 +121,13 @@ def test_missing_data_file_fails_without_leaving_an_artifact(tmp_path):
 
 
 def test_malformed_npz_fails_with_the_array_named(tmp_path):
-    np.savez(tmp_path / "task.npz", x_train=np.zeros((4, 3)), y_train=np.zeros(4),
-             x_val=np.zeros((2, 3)), y_val=np.array([0.0, np.nan]))
+    np.savez(
+        tmp_path / "task.npz",
+        x_train=np.zeros((4, 3)),
+        y_train=np.zeros(4),
+        x_val=np.zeros((2, 3)),
+        y_val=np.array([0.0, np.nan]),
+    )
     spec = TINY | {"task": {"data": f"file://{tmp_path}/task.npz"}}
     path = write_spec(tmp_path / "spec.yaml", spec)
     done = adaprune("run", str(path), "--out", str(tmp_path / "art"), cwd=tmp_path)
