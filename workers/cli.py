@@ -69,7 +69,7 @@ def load_spec_file(path: str) -> dict[str, Any]:
 def _run(args: argparse.Namespace) -> int:
     from workers.local_run import main as run_main
 
-    return run_main(args.spec, args.out)
+    return run_main(args.spec, args.out, device=args.device)
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -163,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run one job locally, no service: SPEC -> artifact in DIR")
     run.add_argument("spec")
     run.add_argument("--out", required=True)
+    run.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda:N")
     run.set_defaults(handler=_run)
 
     up = sub.add_parser("up", help="API + workers + embedded Redis + SQLite, all local")
