@@ -335,13 +335,19 @@ def fraction_below_threshold(scores: Mapping[str, Tensor], gamma: float) -> floa
 
 
 class SeedRatioImportance:
-    """The seed document's criterion I = g / (g + alpha * a), per weight.
+    """The seed document's rule: I = g / (g + alpha * a); a weight with I < gamma is pruned.
 
     g is the gradient contribution (Taylor, sum_b |w * dL_b/dw|) and a the activation
     contribution (|w| * ||x_j||_2), each divided by its per-layer mean so alpha is scale free;
-    I = 0 where both are 0. The ranking score is I. The scheduled sparsity decides how many
-    weights are pruned at each step; gamma only marks the weights the rule itself calls
-    prunable (I < gamma), which `fraction_below_threshold(scores, gamma)` reports.
+    I = 0 where both are 0. The rule splits the weights in two; the scheduled sparsity decides
+    how many are pruned, so the ranking score puts every weight the rule prunes below every
+    weight it keeps, and orders each group by the weight's combined contribution
+    c = (g + alpha * a) / (1 + alpha):
+
+        score = [I >= gamma] + c / (1 + c)        (in [0, 2); below 1 <=> I < gamma)
+
+    Ranking by I alone ignores how much a weight contributes at all (I is a ratio): at 95 %
+    sparsity on breast_cancer it lost 3 points to this gated score (docs/benchmarks.md).
     """
 
     name = "seed_ratio"
@@ -354,17 +360,28 @@ class SeedRatioImportance:
         self.alpha = alpha
         self.gamma = gamma
 
-    def __call__(self, ctx: ScoringContext) -> dict[str, Tensor]:
+    def _contributions(self, ctx: ScoringContext) -> Iterator[tuple[str, Tensor, Tensor]]:
         stats = _collect(ctx, gradients=True, activations=True)
         activation = _activation_scores(ctx, stats.input_norms)
-        return {
-            name: seed_ratio(
+        for name in ctx.params:
+            yield (
+                name,
                 _per_layer_mean_normalised(stats.taylor.pop(name)),
                 _per_layer_mean_normalised(activation.pop(name)),
-                self.alpha,
             )
-            for name in ctx.params
-        }
+
+    def ratios(self, ctx: ScoringContext) -> dict[str, Tensor]:
+        """I per weight, for reporting (e.g. with `fraction_below_threshold`)."""
+        return {name: seed_ratio(g, a, self.alpha) for name, g, a in self._contributions(ctx)}
+
+    def gated(self, g: Tensor, a: Tensor) -> Tensor:
+        """The ranking score [I >= gamma] + c / (1 + c) from per-layer-normalised g and a."""
+        kept = (seed_ratio(g, a, self.alpha) >= self.gamma).float()
+        contribution = (g + self.alpha * a) / (1.0 + self.alpha)
+        return kept + contribution / (1.0 + contribution)
+
+    def __call__(self, ctx: ScoringContext) -> dict[str, Tensor]:
+        return {name: self.gated(g, a) for name, g, a in self._contributions(ctx)}
 
 
 IMPORTANCES: dict[str, Callable[[PruneSpec], Importance]] = {

@@ -246,14 +246,33 @@ def test_seed_ratio_is_zero_when_both_contributions_are_zero() -> None:
     assert is_pruned_by_threshold(ratio, 0.5).tolist() == [True, True, False]
 
 
-def test_seed_ratio_scores_lie_in_unit_interval_and_report_fraction_below_gamma() -> None:
+def test_seed_ratio_ratios_lie_in_unit_interval_and_report_fraction_below_gamma() -> None:
     model, batches = tiny_mlp()
-    scores = SeedRatioImportance(alpha=1.0, gamma=0.5)(context(model, batches))
-    flat = torch.cat([s.reshape(-1) for s in scores.values()])
+    ratios = SeedRatioImportance(alpha=1.0, gamma=0.5).ratios(context(model, batches))
+    flat = torch.cat([s.reshape(-1) for s in ratios.values()])
     assert ((flat >= 0) & (flat <= 1)).all()
     expected = (flat < 0.5).float().mean().item()
-    assert fraction_below_threshold(scores, 0.5) == pytest.approx(expected)
+    assert fraction_below_threshold(ratios, 0.5) == pytest.approx(expected)
     assert 0.0 < expected < 1.0
+
+
+def test_seed_ratio_ranks_every_weight_the_rule_prunes_below_every_weight_it_keeps() -> None:
+    model, batches = tiny_mlp()
+    criterion = SeedRatioImportance(alpha=1.0, gamma=0.5)
+    ctx = context(model, batches)
+    ratios, scores = criterion.ratios(ctx), criterion(ctx)
+    for name in scores:
+        pruned_by_rule = ratios[name] < 0.5
+        assert (scores[name][pruned_by_rule] < 1).all()
+        assert (scores[name][~pruned_by_rule] >= 1).all()
+
+
+def test_seed_ratio_orders_each_group_by_combined_contribution() -> None:
+    criterion = SeedRatioImportance(alpha=1.0, gamma=0.5)
+    g = torch.tensor([5.0, 0.5, 10.0, 1.0])  # I: 1/3, 1/3, 2/3, 2/3
+    a = torch.tensor([10.0, 1.0, 5.0, 0.5])
+    score = criterion.gated(g, a)
+    assert score[1] < score[0] < 1 <= score[3] < score[2]
 
 
 def test_seed_ratio_rejects_non_positive_alpha() -> None:
