@@ -14,16 +14,22 @@ from typing import Any
 import httpx
 
 from service.store.artifacts import check_artifact_name
+from service.store.jobs import is_job_id
 
 FINAL_STATES = ("succeeded", "failed", "cancelled")
+MANIFEST = "manifest.json"
 StepCallback = Callable[[dict[str, Any]], None]
 
 
 class ClientError(Exception):
-    """The API answered with an error (status and the body's code and message)."""
+    """The API answered with an error (status and the body's code and message).
 
-    def __init__(self, status: int, *, code: str, message: str) -> None:
-        super().__init__(f"{status} {code}: {message}")
+    `status` is None when the client refused the call itself, before any request.
+    """
+
+    def __init__(self, status: int | None, *, code: str, message: str) -> None:
+        prefix = f"{status} {code}" if status is not None else code
+        super().__init__(f"{prefix}: {message}")
         self.status = status
         self.code = code
         self.message = message
@@ -72,6 +78,17 @@ class AdapruneClient:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
+    @staticmethod
+    def _job_path(job_id: str, rest: str = "") -> str:
+        # Ids go into the URL path: anything but a UUID could walk to another route.
+        if not is_job_id(job_id):
+            raise ClientError(
+                None,
+                code="invalid_job_id",
+                message=f"{job_id!r} is not a job id (a UUID such as the one submit printed)",
+            )
+        return f"/v1/jobs/{job_id}{rest}"
+
     def _json(self, response: httpx.Response) -> Any:
         if response.is_success:
             return response.json()
@@ -92,22 +109,24 @@ class AdapruneClient:
 
     def get(self, job_id: str) -> dict[str, Any]:
         """The job's current record."""
-        result: dict[str, Any] = self._json(self.http.get(f"/v1/jobs/{job_id}"))
+        result: dict[str, Any] = self._json(self.http.get(self._job_path(job_id)))
         return result
 
     def steps(self, job_id: str) -> list[dict[str, Any]]:
         """The job's steps so far."""
-        result: list[dict[str, Any]] = self._json(self.http.get(f"/v1/jobs/{job_id}/steps"))
+        result: list[dict[str, Any]] = self._json(self.http.get(self._job_path(job_id, "/steps")))
         return result
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         """Ask the job to stop; returns the job."""
-        result: dict[str, Any] = self._json(self.http.post(f"/v1/jobs/{job_id}/cancel"))
+        result: dict[str, Any] = self._json(self.http.post(self._job_path(job_id, "/cancel")))
         return result
 
     def artifacts(self, job_id: str) -> list[dict[str, Any]]:
         """The job's artifact listing (name, size_bytes, sha256, url)."""
-        result: list[dict[str, Any]] = self._json(self.http.get(f"/v1/jobs/{job_id}/artifacts"))
+        result: list[dict[str, Any]] = self._json(
+            self.http.get(self._job_path(job_id, "/artifacts"))
+        )
         return result
 
     def wait(
@@ -144,7 +163,7 @@ class AdapruneClient:
             time.sleep(poll_s)
 
     def _download(self, job_id: str, name: str, dest: Path) -> None:
-        path = f"/v1/jobs/{job_id}/artifacts/{name}"
+        path = self._job_path(job_id, f"/artifacts/{name}")
         with self.http.stream("GET", path, follow_redirects=False) as response:
             if response.status_code in (301, 302, 303, 307, 308):
                 # Presigned URLs carry their own signature: never send our key to the store.
@@ -165,13 +184,24 @@ class AdapruneClient:
             `out_dir`.
 
         Raises:
+            ClientError: the job has not succeeded, or its listing has no manifest.json
+                (nothing is created).
             ChecksumMismatch: a file's digest disagrees (nothing is left in `out_dir`).
             FileExistsError: `out_dir` exists and is not empty.
         """
         out_dir = out_dir.expanduser().resolve()
         if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
             raise FileExistsError(f"{out_dir} exists and is not an empty directory")
+        state = self.get(job_id)["state"]
+        if state != "succeeded":
+            raise ClientError(
+                None,
+                code="no_artifact",
+                message=f"job {job_id} is {state}; only a succeeded job has an artifact",
+            )
         listing = self.artifacts(job_id)
+        if MANIFEST not in {item.get("name") for item in listing}:
+            raise ClientError(None, code="no_artifact", message=f"job {job_id} lists no {MANIFEST}")
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         temp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.partial-"))
         try:
@@ -208,7 +238,7 @@ def _save(response: httpx.Response, dest: Path) -> None:
 
 
 def _check_manifest(directory: Path) -> None:
-    manifest = directory / "manifest.json"
+    manifest = directory / MANIFEST
     if not manifest.is_file():
         return
     files = json.loads(manifest.read_text()).get("files") or {}

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -45,6 +46,8 @@ CODE_OF_STATUS = {
     422: "validation_error",
 }
 BEARER = {"WWW-Authenticate": 'Bearer realm="adaprune"'}
+
+log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
@@ -146,11 +149,27 @@ def _database_down(_request: Request, error: Exception) -> JSONResponse:
     )
 
 
+def _unexpected(request: Request, error: Exception) -> JSONResponse:
+    # The client learns nothing of the cause (paths, SQL, driver messages): the log has it.
+    log.error(
+        "unhandled %s on %s %s",
+        type(error).__name__,
+        request.method,
+        request.url.path,
+        exc_info=error,
+    )
+    return error_response(500, code="internal_error", message="internal error")
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    """Route every error the API raises to the one JSON error shape."""
+    """Route every error the API raises to the one JSON error shape.
+
+    Anything unexpected becomes `500 internal_error` with no detail; the traceback is logged.
+    """
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
     for kind in (OperationalError, InterfaceError, PoolTimeout):
         app.add_exception_handler(kind, _database_down)
+    app.add_exception_handler(Exception, _unexpected)

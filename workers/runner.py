@@ -272,7 +272,9 @@ class JobRunner:
             )
         if heartbeat.lost or not store_write(f"job {claim.job_id}: heartbeat", heartbeat.beat):
             return None
-        self._publish(claim, output)
+        if not self._publish(claim, output):
+            heartbeat.lost = True
+            return None
         outcome = self._finish(claim, state="succeeded", result=output.result)
         if outcome is not None:
             mirror.delete()
@@ -302,10 +304,17 @@ class JobRunner:
             if heartbeat.lost:
                 return
             row = report.to_dict()
-            store_write(
+            written = store_write(
                 f"job {claim.job_id}: record step {report.step}",
-                lambda: self.store.record_step(claim.job_id, attempt=claim.attempt, report=row),
+                lambda: self.store.record_step(
+                    claim.job_id, owner=self.owner, attempt=claim.attempt, report=row
+                ),
             )
+            if not written:
+                # Another worker holds the job now: stop at the next batch, as on heartbeat loss.
+                log.warning("job %s: lease lost; step %d not recorded", claim.job_id, report.step)
+                heartbeat.lost = True
+                return
             self.metrics.step(
                 seconds=report.seconds, sparsity=report.sparsity, metric=report.metric
             )
@@ -348,11 +357,15 @@ class JobRunner:
         free_accelerator_memory()
         return EngineOutput(result=json_safe(result), artifact_dir=out_dir, files=files)
 
-    def _publish(self, claim: Claim, output: EngineOutput) -> None:
+    def _publish(self, claim: Claim, output: EngineOutput) -> bool:
         """Upload the artifact files (manifest.json last) and record each one's checksum.
 
         Rows are written only once every file is stored, so a failed upload lists nothing;
         the files it did store are removed again (best effort).
+
+        Returns:
+            False when the lease was lost before the rows were written (none are written; the
+            files stay, since the worker that holds the job now writes the same keys).
         """
         ordered = [name for name in output.files if name != MANIFEST] + [MANIFEST]
         rows = []
@@ -369,7 +382,10 @@ class JobRunner:
             except Exception as error:  # the storage is failing already; the rows stay unwritten
                 log.warning("job %s: could not remove partial %s: %s", claim.job_id, prefix, error)
             raise
-        store_write(
+        written = store_write(
             f"job {claim.job_id}: record artifacts",
-            functools.partial(self.store.record_artifacts, claim.job_id, rows),
+            functools.partial(self.store.record_artifacts, claim.job_id, rows, owner=self.owner),
         )
+        if not written:
+            log.warning("job %s: lease lost before its artifacts were recorded", claim.job_id)
+        return written

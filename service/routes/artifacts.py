@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from service.deps import ServicesDep, TenantDep
 from service.http_errors import ApiError
-from service.routes.jobs import ERRORS
+from service.routes.jobs import ERRORS, JobIdDep
 from service.schemas import ArtifactPublic
 from service.store import check_artifact_name
 
@@ -20,14 +20,18 @@ MEDIA_TYPES = {".json": "application/json", ".csv": "text/csv", ".png": "image/p
 
 
 @router.get("", responses=ERRORS)
-def list_artifacts(job_id: str, tenant: TenantDep, services: ServicesDep) -> list[ArtifactPublic]:
+def list_artifacts(
+    tenant: TenantDep, job_id: JobIdDep, services: ServicesDep
+) -> list[ArtifactPublic]:
     """The files a job produced, with sizes and sha256 checksums."""
     services.store.get_job(tenant.id, job_id)
     return [ArtifactPublic.of(row) for row in services.store.list_artifacts(job_id)]
 
 
 @router.get("/{name}", responses={**ERRORS, 307: {"description": "presigned storage URL"}})
-def download_artifact(name: str, job_id: str, tenant: TenantDep, services: ServicesDep) -> Response:
+def download_artifact(
+    name: str, tenant: TenantDep, job_id: JobIdDep, services: ServicesDep
+) -> Response:
     """Download one artifact (a redirect to a presigned URL when storage is S3)."""
     check_artifact_name(name)
     services.store.get_job(tenant.id, job_id)

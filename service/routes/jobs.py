@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Response
 
 from core.spec import JobSpec
 from service.deps import ServicesDep, TenantDep
@@ -12,13 +13,25 @@ from service.errors import EnqueueFailed
 from service.http_errors import ApiError, validation_error
 from service.policy import check_policy
 from service.schemas import ErrorBody, ErrorDetail, JobList, JobPublic, StepPublic
+from service.store.jobs import check_job_id
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+log = logging.getLogger(__name__)
+# What a tenant sees when the broker refused a job; the cause (hosts, socket paths) is logged.
+ENQUEUE_FAILED_MESSAGE = "the job could not be queued; try again"
 
 StateFilter = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
 ERRORS: dict[int | str, dict[str, object]] = {
     status: {"model": ErrorBody} for status in (401, 404, 409, 413, 422, 429, 503)
 }
+
+
+def job_id_path(job_id: Annotated[str, Path(description="the job's id (a UUID)")]) -> str:
+    """The `{job_id}` path parameter, checked: an id that is not a UUID is an unknown job (404)."""
+    return check_job_id(job_id)
+
+
+JobIdDep = Annotated[str, Depends(job_id_path)]
 
 
 @router.post("", status_code=201, responses=ERRORS)
@@ -57,7 +70,8 @@ def submit_job(
     try:
         services.queue.enqueue(job.id, queue)
     except EnqueueFailed as error:
-        services.store.mark_enqueue_failed(job.id, message=str(error))
+        log.warning("job %s: enqueue failed: %s", job.id, error)
+        services.store.mark_enqueue_failed(job.id, message=ENQUEUE_FAILED_MESSAGE)
         raise ApiError(
             503, code="enqueue_failed", message=f"job {job.id} could not be queued; try again"
         ) from error
@@ -80,19 +94,25 @@ def list_jobs(
 
 
 @router.get("/{job_id}", responses=ERRORS)
-def get_job(job_id: str, tenant: TenantDep, services: ServicesDep) -> JobPublic:
+def get_job(tenant: TenantDep, job_id: JobIdDep, services: ServicesDep) -> JobPublic:
     """Read one job: state, phase, progress, sparsity, metric, error and result."""
     return JobPublic.of(services.store.get_job(tenant.id, job_id))
 
 
 @router.get("/{job_id}/steps", responses=ERRORS)
-def list_steps(job_id: str, tenant: TenantDep, services: ServicesDep) -> list[StepPublic]:
+def list_steps(tenant: TenantDep, job_id: JobIdDep, services: ServicesDep) -> list[StepPublic]:
     """The job's pruning steps: the sparsity and metric time series."""
     services.store.get_job(tenant.id, job_id)
     return [StepPublic.of(step) for step in services.store.list_steps(job_id)]
 
 
 @router.post("/{job_id}/cancel", responses=ERRORS)
-def cancel_job(job_id: str, tenant: TenantDep, services: ServicesDep) -> JobPublic:
-    """Cancel a job: queued jobs stop at once, running ones at the next batch."""
-    return JobPublic.of(services.store.request_cancel(tenant.id, job_id))
+def cancel_job(tenant: TenantDep, job_id: JobIdDep, services: ServicesDep) -> JobPublic:
+    """Cancel a job: queued jobs stop at once, running ones at the next batch.
+
+    A job whose worker stopped heartbeating is cancelled at once: nobody is left to stop it.
+    """
+    job = services.store.request_cancel(
+        tenant.id, job_id, stale_after_s=services.settings.stale_after_s
+    )
+    return JobPublic.of(job)

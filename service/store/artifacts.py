@@ -6,12 +6,13 @@ import re
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from service.db.models import Artifact, utcnow
+from service.db.models import Artifact, Job, utcnow
 from service.errors import InvalidKey
 from service.store.base import StoreBase
+from service.store.steps import held_by
 
 ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
@@ -57,20 +58,34 @@ class ArtifactOps(StoreBase):
     """Write and read artifact rows."""
 
     def record_artifact(
-        self, job_id: str, *, name: str, storage_key: str, size_bytes: int, sha256: str
-    ) -> None:
+        self,
+        job_id: str,
+        *,
+        owner: str | None,
+        name: str,
+        storage_key: str,
+        size_bytes: int,
+        sha256: str,
+    ) -> bool:
         """Insert or replace the row for artifact `name` of a job.
 
         Args:
             job_id: the job.
+            owner: the lease identity that must hold the job (None: no lease check).
             name: a plain file name such as "weights.safetensors".
             storage_key: where the bytes are in the artifact storage.
             size_bytes: the object's size.
             sha256: lowercase hex digest of the bytes.
-        """
-        self.record_artifacts(job_id, [ArtifactRow(name, storage_key, size_bytes, sha256)])
 
-    def record_artifacts(self, job_id: str, rows: Sequence[ArtifactRow]) -> None:
+        Returns:
+            Whether the row was written (False: the lease was lost, or no such job).
+        """
+        row = ArtifactRow(name, storage_key, size_bytes, sha256)
+        return self.record_artifacts(job_id, [row], owner=owner)
+
+    def record_artifacts(
+        self, job_id: str, rows: Sequence[ArtifactRow], *, owner: str | None
+    ) -> bool:
         """Insert or replace several artifact rows of a job in one transaction.
 
         A reader sees either none of them or all of them, never part of a set.
@@ -78,11 +93,24 @@ class ArtifactOps(StoreBase):
         Args:
             job_id: the job.
             rows: the artifacts (plain file names, non-negative sizes, hex sha256 digests).
+            owner: the worker's lease identity: nothing is written unless it still holds the
+                lease of a running or cancelling job (None: no lease check, for tools and
+                fixtures that write outside a worker).
+
+        Returns:
+            Whether the rows were written (an empty `rows` writes nothing and returns True).
         """
         values = [_artifact_values(job_id, row) for row in rows]
         if not values:
-            return
+            return True
         with self.tx() as session:
+            if owner is not None:
+                # A no-op update that takes the job's row lock and states the lease check.
+                held = session.execute(
+                    update(Job).where(Job.id == job_id, *held_by(owner)).values(lease_owner=owner)
+                )
+                if int(getattr(held, "rowcount", 0)) != 1:
+                    return False
             dialect = session.get_bind().dialect.name
             insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
             statement = insert(Artifact).values(values)
@@ -93,6 +121,7 @@ class ArtifactOps(StoreBase):
             session.execute(
                 statement.on_conflict_do_update(index_elements=["job_id", "name"], set_=updates)
             )
+        return True
 
     def list_artifacts(self, job_id: str) -> list[Artifact]:
         """The job's artifacts by name."""

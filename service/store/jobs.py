@@ -6,21 +6,41 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from service.db.models import ACTIVE_STATES, JOB_STATES, Job, Tenant, utcnow
+from service.db.models import ACTIVE_STATES, JOB_STATES, LEASED_STATES, Job, Tenant, utcnow
 from service.errors import IdempotencyConflict, InvalidCursor, JobNotFound, QuotaExceeded
 from service.store.base import StoreBase
 
 MAX_PAGE = 100
+# The form `str(uuid.uuid4())` gives: ids are compared as text, so other spellings never match.
+JOB_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def is_job_id(value: object) -> bool:
+    """Whether `value` is a job id: a lowercase, hyphenated UUID such as `str(uuid.uuid4())`."""
+    return isinstance(value, str) and JOB_ID.fullmatch(value) is not None
+
+
+def check_job_id(job_id: str) -> str:
+    """Return `job_id` if it is a job id; otherwise no such job can exist.
+
+    Raises:
+        JobNotFound: `job_id` is not a lowercase hyphenated UUID (the same answer as an
+            unknown id, so the database never sees text such as NUL bytes).
+    """
+    if not is_job_id(job_id):
+        raise JobNotFound(f"job {job_id!r} not found")
+    return job_id
 
 
 def request_hash(spec: Mapping[str, Any], *, queue: str) -> str:
@@ -45,7 +65,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         padded = cursor + "=" * (-len(cursor) % 4)
         created, job_id = json.loads(base64.urlsafe_b64decode(padded))
         stamp = datetime.fromisoformat(created)
-        if stamp.tzinfo is None or not isinstance(job_id, str):
+        if stamp.tzinfo is None or not is_job_id(job_id):
             raise ValueError(cursor)
     except (ValueError, TypeError, binascii.Error, json.JSONDecodeError) as error:
         raise InvalidCursor(f"cursor {cursor!r} is not valid") from error
@@ -119,6 +139,7 @@ class JobQueries(StoreBase):
         try:
             with self.tx() as session:
                 if max_active is not None:
+                    _lock_tenant(session, tenant_id)
                     active = _count_active(session, tenant_id)
                     if active >= max_active:
                         raise QuotaExceeded(
@@ -152,6 +173,7 @@ class JobQueries(StoreBase):
         Raises:
             JobNotFound: no such job, or it belongs to another tenant.
         """
+        check_job_id(job_id)
         with self.tx() as session:
             job = session.get(Job, job_id)
         if job is None or job.tenant_id != tenant_id:
@@ -160,6 +182,8 @@ class JobQueries(StoreBase):
 
     def load_job(self, job_id: str) -> Job | None:
         """The job `job_id` whoever owns it (for workers), or None."""
+        if not is_job_id(job_id):
+            return None
         with self.tx() as session:
             return session.get(Job, job_id)
 
@@ -214,14 +238,26 @@ class JobQueries(StoreBase):
         with self.tx() as session:
             return _count_active(session, tenant_id)
 
-    def request_cancel(self, tenant_id: int, job_id: str) -> Job:
+    def request_cancel(
+        self, tenant_id: int, job_id: str, *, stale_after_s: float | None = None
+    ) -> Job:
         """Ask for a job to stop: queued jobs are cancelled at once, running ones go cancelling.
 
-        Jobs already cancelling or final are left as they are.
+        A running or cancelling job whose heartbeat is older than `stale_after_s` has no live
+        worker to honour the request, so it is cancelled at once too. Jobs already cancelling
+        (with a live worker) or final are left as they are.
+
+        Args:
+            tenant_id: the owner.
+            job_id: the job.
+            stale_after_s: heartbeat age after which a lease is dead (None: never treat it so).
 
         Raises:
             JobNotFound: no such job for this tenant.
         """
+        check_job_id(job_id)
+        if stale_after_s is not None and stale_after_s <= 0:
+            raise ValueError(f"stale_after_s {stale_after_s} must be positive")
         now = utcnow()
         scoped = (Job.id == job_id, Job.tenant_id == tenant_id)
         with self.tx() as session:
@@ -230,6 +266,20 @@ class JobQueries(StoreBase):
                 .where(*scoped, Job.state == "queued")
                 .values(state="cancelled", cancel_requested=True, finished_at=now)
             )
+            if cancelled.rowcount == 0 and stale_after_s is not None:  # type: ignore[attr-defined]
+                dead = Job.heartbeat_at.is_(None) | (
+                    Job.heartbeat_at < now - timedelta(seconds=stale_after_s)
+                )
+                cancelled = session.execute(
+                    update(Job)
+                    .where(*scoped, Job.state.in_(LEASED_STATES), dead)
+                    .values(
+                        state="cancelled",
+                        cancel_requested=True,
+                        finished_at=now,
+                        lease_owner=None,
+                    )
+                )
             if cancelled.rowcount == 0:  # type: ignore[attr-defined]
                 session.execute(
                     update(Job)
@@ -256,6 +306,18 @@ class JobQueries(StoreBase):
                     finished_at=utcnow(),
                 )
             )
+
+
+def _lock_tenant(session: Session, tenant_id: int) -> None:
+    """Serialise the tenant's submissions until this transaction ends (quota check, then insert).
+
+    PostgreSQL locks the tenant's row; SQLite has one writer at a time, so the transaction
+    takes the write lock before it counts (it must be the transaction's first statement).
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        session.connection().exec_driver_sql("BEGIN IMMEDIATE")
+        return
+    session.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
 
 
 def _count_active(session: Session, tenant_id: int) -> int:

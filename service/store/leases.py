@@ -15,6 +15,7 @@ from sqlalchemy import CursorResult, case, func, or_, select, update
 
 from service.db.models import FINAL_STATES, JOB_STATES, LEASED_STATES, PHASES, Job, Tenant, utcnow
 from service.store.base import StoreBase
+from service.store.jobs import is_job_id
 
 ATTEMPTS_EXHAUSTED = "attempts_exhausted"
 
@@ -71,12 +72,15 @@ class LeaseOps(StoreBase):
 
         Returns:
             The claim, or None when the job is missing, final, leased live by another worker,
-            or has used up its attempts (it is then failed with error_code "attempts_exhausted").
+            or has used up its attempts (it is then failed with error_code "attempts_exhausted",
+            or cancelled when cancel was requested).
         """
         if stale_after_s <= 0:
             raise ValueError(f"stale_after_s {stale_after_s} must be positive")
         if max_attempts < 1:
             raise ValueError(f"max_attempts {max_attempts} must be at least 1")
+        if not is_job_id(job_id):
+            return None  # no such job can exist; a garbled message is simply not taken
         now = utcnow()
         takeable = or_(
             Job.state == "queued",
@@ -117,9 +121,13 @@ class LeaseOps(StoreBase):
                 update(Job)
                 .where(Job.id == job_id, takeable, Job.attempt >= max_attempts)
                 .values(
-                    state="failed",
-                    error_code=ATTEMPTS_EXHAUSTED,
-                    error_message=f"gave up after {max_attempts} attempts",
+                    # A job asked to stop ends as asked, not as a failure of its last attempt.
+                    state=case((Job.cancel_requested, "cancelled"), else_="failed"),
+                    error_code=case((Job.cancel_requested, "cancelled"), else_=ATTEMPTS_EXHAUSTED),
+                    error_message=case(
+                        (Job.cancel_requested, "cancelled by request"),
+                        else_=f"gave up after {max_attempts} attempts",
+                    ),
                     finished_at=now,
                     lease_owner=None,
                 )

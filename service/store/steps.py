@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import ColumnElement, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from service.db.models import Job, JobStep, utcnow
+from service.db.models import LEASED_STATES, Job, JobStep, utcnow
 from service.store.base import StoreBase
 
 STEP_FIELDS = ("target_sparsity", "sparsity", "metric", "loss", "decision", "seconds", "epochs")
@@ -26,10 +26,23 @@ def _step_values(report: Mapping[str, Any]) -> dict[str, Any]:
     return values
 
 
+def held_by(owner: str | None) -> tuple[ColumnElement[bool], ...]:
+    """The WHERE conditions of a worker's write: `owner` holds the lease of a live job.
+
+    Args:
+        owner: the lease identity, or None for writes that skip the check (no conditions).
+    """
+    if owner is None:
+        return ()
+    return (Job.lease_owner == owner, Job.state.in_(LEASED_STATES))
+
+
 class StepOps(StoreBase):
     """Write and read job steps."""
 
-    def record_step(self, job_id: str, *, attempt: int, report: Mapping[str, Any]) -> None:
+    def record_step(
+        self, job_id: str, *, owner: str | None, attempt: int, report: Mapping[str, Any]
+    ) -> bool:
         """Store one step report (replacing a row with the same step) and update the job.
 
         The job's `sparsity` and `metric` take the step's values, `progress` becomes
@@ -37,21 +50,20 @@ class StepOps(StoreBase):
 
         Args:
             job_id: the job.
+            owner: the worker's lease identity: nothing is written unless it still holds the
+                lease of a running or cancelling job (None: no lease check, for tools and
+                fixtures that write outside a worker).
             attempt: the attempt that produced the step.
             report: a `StepReport.to_dict()`: step, target_sparsity, sparsity, metric, loss,
                 decision, seconds, epochs (other keys are ignored).
+
+        Returns:
+            Whether the step was written (False: the lease was lost, or no such job).
         """
         values = _step_values(report)
         step = int(report["step"])
         row = {"job_id": job_id, "step": step, "attempt": attempt, "created_at": utcnow(), **values}
         with self.tx() as session:
-            dialect = session.get_bind().dialect.name
-            insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-            statement = insert(JobStep).values(**row)
-            updates = {name: statement.excluded[name] for name in row if name not in ("job_id",)}
-            session.execute(
-                statement.on_conflict_do_update(index_elements=["job_id", "step"], set_=updates)
-            )
             target = session.scalar(select(Job.target_sparsity).where(Job.id == job_id))
             progress = min(1.0, max(0.0, values["sparsity"] / target)) if target else 0.0
             job_values: dict[str, Any] = {
@@ -61,7 +73,21 @@ class StepOps(StoreBase):
             }
             if values["decision"] == "baseline":
                 job_values["dense_metric"] = values["metric"]
-            session.execute(update(Job).where(Job.id == job_id).values(**job_values))
+            # The job's row is updated first: the update holds the lease check, and its row
+            # lock keeps the lease from changing hands before the step row is in.
+            updated = session.execute(
+                update(Job).where(Job.id == job_id, *held_by(owner)).values(**job_values)
+            )
+            if int(getattr(updated, "rowcount", 0)) != 1:
+                return False
+            dialect = session.get_bind().dialect.name
+            insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+            statement = insert(JobStep).values(**row)
+            updates = {name: statement.excluded[name] for name in row if name not in ("job_id",)}
+            session.execute(
+                statement.on_conflict_do_update(index_elements=["job_id", "step"], set_=updates)
+            )
+        return True
 
     def truncate_steps(self, job_id: str, *, after_step: int) -> int:
         """Delete the steps after `after_step` (a resumed job replays them from its checkpoint).

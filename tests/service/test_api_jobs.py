@@ -216,7 +216,7 @@ def test_steps_are_listed_in_order(
             "seconds": 0.5,
             "epochs": 1,
         }
-        api_store.record_step(job["id"], attempt=1, report=report)
+        api_store.record_step(job["id"], owner=None, attempt=1, report=report)
     steps = api.get(f"/v1/jobs/{job['id']}/steps", headers=auth).json()
     assert [(s["step"], s["sparsity"], s["decision"]) for s in steps] == [
         (0, 0.0, "baseline"),

@@ -30,7 +30,9 @@ def put_artifact(
     key = artifact_key("acme", job_id, name)
     storage_from_url(settings.artifact_url).put_bytes(key, data)
     digest = hashlib.sha256(data).hexdigest()
-    store.record_artifact(job_id, name=name, storage_key=key, size_bytes=len(data), sha256=digest)
+    store.record_artifact(
+        job_id, owner=None, name=name, storage_key=key, size_bytes=len(data), sha256=digest
+    )
     return digest
 
 

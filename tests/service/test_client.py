@@ -45,21 +45,35 @@ def client(settings: ApiSettings, auth: dict[str, str]) -> Iterator[AdapruneClie
             yield api_client
 
 
+WORKER = "worker-1"
+
+
 def record(store: JobStore, settings: ApiSettings, job_id: str, name: str, data: bytes) -> str:
     key = artifact_key("acme", job_id, name)
     storage_from_url(settings.artifact_url).put_bytes(key, data)
     digest = hashlib.sha256(data).hexdigest()
-    store.record_artifact(job_id, name=name, storage_key=key, size_bytes=len(data), sha256=digest)
+    assert store.record_artifact(
+        job_id, owner=WORKER, name=name, storage_key=key, size_bytes=len(data), sha256=digest
+    )
     return digest
 
 
 def publish(
-    store: JobStore, settings: ApiSettings, job_id: str, *, manifest_digest: str | None = None
+    store: JobStore,
+    settings: ApiSettings,
+    job_id: str,
+    *,
+    manifest_digest: str | None = None,
+    manifest: bool = True,
 ) -> bytes:
+    """Run the job as a worker would: claim it, store its files, and mark it succeeded."""
+    assert store.claim(job_id, owner=WORKER, stale_after_s=30, max_attempts=3) is not None
     weights = b"\x00safetensors" * 1000
     digest = record(store, settings, job_id, "weights.safetensors", weights)
-    manifest = {"files": {"weights.safetensors": {"sha256": manifest_digest or digest, "bytes": 1}}}
-    record(store, settings, job_id, "manifest.json", json.dumps(manifest).encode())
+    files = {"weights.safetensors": {"sha256": manifest_digest or digest, "bytes": 1}}
+    if manifest:
+        record(store, settings, job_id, "manifest.json", json.dumps({"files": files}).encode())
+    assert store.finish(job_id, owner=WORKER, state="succeeded", result={})
     return weights
 
 
@@ -91,7 +105,7 @@ def test_wait_reports_each_step_once(
                 "seconds": 0.1,
                 "epochs": 1,
             }
-            api_store.record_step(job_id, attempt=1, report=report)
+            assert api_store.record_step(job_id, owner="w", attempt=1, report=report)
             time.sleep(0.1)
         api_store.finish(job_id, owner="w", state="succeeded", result={"sparsity": 0.2})
 

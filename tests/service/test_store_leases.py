@@ -154,9 +154,9 @@ def test_requeue_stale_returns_dead_running_jobs_to_the_queue(
 
 def test_steps_upsert_and_update_the_job(store: JobStore, job_id: str) -> None:
     claim(store, job_id, "w1")
-    store.record_step(job_id, attempt=1, report=step_report(0, 0.0, "baseline"))
-    store.record_step(job_id, attempt=1, report=step_report(1, 0.2))
-    store.record_step(job_id, attempt=2, report=step_report(1, 0.25))
+    store.record_step(job_id, owner="w1", attempt=1, report=step_report(0, 0.0, "baseline"))
+    store.record_step(job_id, owner="w1", attempt=1, report=step_report(1, 0.2))
+    store.record_step(job_id, owner="w1", attempt=2, report=step_report(1, 0.25))
     steps = store.list_steps(job_id)
     assert [(s.step, s.attempt, s.sparsity) for s in steps] == [(0, 1, 0.0), (1, 2, 0.25)]
     job = store.load_job(job_id)
@@ -166,15 +166,16 @@ def test_steps_upsert_and_update_the_job(store: JobStore, job_id: str) -> None:
 
 
 def test_truncate_drops_steps_after_the_checkpoint(store: JobStore, job_id: str) -> None:
+    claim(store, job_id, "w1")
     for step in range(4):
-        store.record_step(job_id, attempt=1, report=step_report(step, step / 10))
+        store.record_step(job_id, owner="w1", attempt=1, report=step_report(step, step / 10))
     assert store.truncate_steps(job_id, after_step=1) == 2
     assert [s.step for s in store.list_steps(job_id)] == [0, 1]
 
 
 def test_step_report_missing_fields_is_refused(store: JobStore, job_id: str) -> None:
     with pytest.raises(ValueError, match="loss"):
-        store.record_step(job_id, attempt=1, report={"step": 0, "sparsity": 0.1})
+        store.record_step(job_id, owner="w1", attempt=1, report={"step": 0, "sparsity": 0.1})
 
 
 def test_phase_needs_the_lease(store: JobStore, job_id: str) -> None:
@@ -188,16 +189,19 @@ def test_phase_needs_the_lease(store: JobStore, job_id: str) -> None:
 
 
 def test_artifacts_are_recorded_once_per_name(store: JobStore, job_id: str) -> None:
+    # No owner: written without a lease check, as tools outside a worker do.
     store.record_artifact(
-        job_id, name="manifest.json", storage_key="k/m", size_bytes=3, sha256="a" * 64
+        job_id, owner=None, name="manifest.json", storage_key="k/m", size_bytes=3, sha256="a" * 64
     )
     store.record_artifact(
-        job_id, name="manifest.json", storage_key="k/m", size_bytes=5, sha256="b" * 64
+        job_id, owner=None, name="manifest.json", storage_key="k/m", size_bytes=5, sha256="b" * 64
     )
     rows = store.list_artifacts(job_id)
     assert [(r.name, r.size_bytes, r.sha256) for r in rows] == [("manifest.json", 5, "b" * 64)]
     with pytest.raises(ValueError, match=r"'\.\./x'"):
-        store.record_artifact(job_id, name="../x", storage_key="k", size_bytes=1, sha256="a" * 64)
+        store.record_artifact(
+            job_id, owner=None, name="../x", storage_key="k", size_bytes=1, sha256="a" * 64
+        )
 
 
 def test_state_counts_and_heartbeat_age(store: JobStore, job_id: str) -> None:
