@@ -55,7 +55,11 @@ def test_client_commands_report_user_errors_in_one_line_without_traceback(tmp_pa
     assert no_key.stderr.count("\n") == 1 and "Traceback" not in no_key.stderr
 
     url = f"http://127.0.0.1:{free_port()}"
-    down = _cli("status", "x", env={"ADAPRUNE_URL": url, "ADAPRUNE_API_KEY": "ap_x"})
+    down = _cli(
+        "status",
+        "00000000-0000-4000-8000-000000000000",
+        env={"ADAPRUNE_URL": url, "ADAPRUNE_API_KEY": "ap_x"},
+    )
     assert down.returncode != 0 and "cannot reach the API" in down.stderr
     assert down.stderr.count("\n") == 1
 
