@@ -330,7 +330,10 @@ def render(results: dict[str, Any], args: argparse.Namespace) -> str:
         f"Test accuracy, mean ± std over {args.seeds} seed(s); every method gets "
         f"{STEPS * EPOCHS_PER_STEP + FINAL} fine-tuning epochs after the same dense model "
         "(Adam lr 0.01, batch 100). Sparsity is counted from the weights (zeros among prunable "
-        "weights; for channel pruning, the fraction of parameters removed).",
+        "weights; for channel pruning, the fraction of parameters removed). adaprune = the "
+        "adaptive criterion, distillation from the dense model (weight 0.5, T = 2), per-layer "
+        "floor 2 %, cubic schedule 10 x 3 + 20 epochs; the baselines are described in "
+        "`bench/quality.py`.",
         "",
     ]
     for task_name in args.tasks:
@@ -369,7 +372,67 @@ def render(results: dict[str, Any], args: argparse.Namespace) -> str:
                 m, sd = mean_std(values)
                 lines.append(f"| {c} | {100 * m:.1f} ± {100 * sd:.1f} | {100 * min(values):.1f} |")
             lines.append("")
+    lines += targets(results, args)
     return "\n".join(lines)
+
+
+def targets(results: dict[str, Any], args: argparse.Namespace) -> list[str]:
+    """The issue's quality targets, checked against this run's means."""
+    rows, dense = results["rows"], results["dense"]
+    checks: list[tuple[str, float, str, bool]] = []
+
+    def mean(task: str, method: str, sparsity: float) -> float | None:
+        values = rows.get((task, method, sparsity))
+        return mean_std(values)[0] if values else None
+
+    for sparsity, floor in ((0.9, 0.75), (0.95, 0.40)):
+        value = mean("mnist1d", "adaprune", sparsity)
+        if value is not None:
+            checks.append(
+                (f"mnist1d cnn1d at {sparsity:.0%}", value, f">= {floor:.0%}", value >= floor)
+            )
+    value = mean("digits", "adaprune", 0.9)
+    if value is not None and dense.get("digits"):
+        gap = mean_std(dense["digits"])[0] - value
+        checks.append(
+            ("digits cnn2d at 90 %: points below dense", 100 * gap / 100, "<= 1.0", gap <= 0.01)
+        )
+    for criterion in CRITERIA:
+        value = mean("breast_cancer", f"adaprune/{criterion}", 0.95)
+        if value is not None:
+            checks.append((f"breast_cancer at 95 %, {criterion}", value, ">= 94 %", value >= 0.94))
+    if not checks:
+        return []
+    lines = [
+        "",
+        "Targets (means over seeds):",
+        "",
+        "| target | measured | wanted | met |",
+        "|---|---|---|---|",
+    ]
+    for label, value, wanted, met in checks:
+        lines.append(f"| {label} | {100 * value:.1f} | {wanted} | {'yes' if met else '**no**'} |")
+    trailing = [
+        f"{task} at {s:.0%}: adaprune {100 * mean_std(rows[(task, 'adaprune', s)])[0]:.1f}, "
+        f"{best} {100 * mean_std(rows[(task, best, s)])[0]:.1f}"
+        for task in args.tasks
+        for s in args.sparsities
+        for best in [
+            max(
+                ("gmp", "oneshot-ft", "torch-l1"),
+                key=lambda m, t=task, x=s: mean_std(rows[(t, m, x)])[0],
+            )
+        ]
+        if mean_std(rows[(task, best, s)])[0] - mean_std(rows[(task, "adaprune", s)])[0] > 0.01
+    ]
+    if trailing:
+        lines += [
+            "",
+            "Where adaprune trails the best baseline by more than a point: "
+            + "; ".join(trailing)
+            + ".",
+        ]
+    return lines
 
 
 def plot(results: dict[str, Any], args: argparse.Namespace, path: Path) -> None:
