@@ -489,9 +489,9 @@ class _Run:
         done = self.counters.step >= limit
         if adaptive:
             assert self.controller_state is not None
-            sparsity, _ = model_sparsity(self.model, spec=prune_spec, plan=self.plan)
-            measured = target if prune_spec.granularity == "channel" else sparsity
-            verdict = self.controller.decide(self.controller_state, sparsity=measured, drop=drop)
+            # The controller plans in requested sparsities: the measured one differs by count
+            # rounding, floors or channel widths, and chasing that gap would repeat the step.
+            verdict = self.controller.decide(self.controller_state, sparsity=target, drop=drop)
             decision = verdict.verdict
             self.controller_state = verdict.state
             self.next_target = verdict.next_sparsity

@@ -292,3 +292,18 @@ def test_final_row_states_the_accepted_target_when_every_step_rolled_back():
     assert final.sparsity == pytest.approx(accepted[-1].sparsity)
     rolled = [r.sparsity for r in result.steps if r.decision == "rollback"]
     assert rolled and result.best_sparsity_within_tolerance < min(rolled)
+
+
+def test_adaptive_schedule_stops_once_the_requested_target_is_accepted():
+    # 0.61 of the 720 weights is not a whole count: the measured sparsity falls just short
+    spec = _spec(
+        criterion="magnitude",
+        target_sparsity=0.61,
+        max_metric_drop=1.0,
+        schedule={"kind": "adaptive", "steps": 3},
+    )
+    result = prune(_model(), _task(), spec).result
+    pruning_steps = [r for r in result.steps if r.decision not in ("baseline", "final")]
+    assert result.stop_reason == "target_reached"
+    assert len(pruning_steps) <= 3
+    assert pruning_steps[-1].target_sparsity == pytest.approx(0.61)
