@@ -13,6 +13,7 @@ import asyncio
 import os
 import random
 import statistics
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import write_section
 from bench.live import FINAL, Deployment, deployment, percentile, tiny_job

@@ -46,7 +46,10 @@ def machine() -> str:
 
 
 def command() -> str:
-    return " ".join(["python", *[a if " " not in a else repr(a) for a in sys.argv]])
+    """The command line, with the script shown relative to the repository."""
+    script = Path(sys.argv[0]).resolve()
+    shown = str(script.relative_to(ROOT)) if script.is_relative_to(ROOT) else sys.argv[0]
+    return " ".join(["python", shown, *[a if " " not in a else repr(a) for a in sys.argv[1:]]])
 
 
 def commit() -> str:

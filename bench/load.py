@@ -29,6 +29,8 @@ import httpx
 import redis
 from sqlalchemy import func, select
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from bench.api_load import CLIENTS, Burst, submit_burst
 from bench.common import ROOT, write_section
 from bench.live import FINAL, Deployment, deployment, tiny_job
