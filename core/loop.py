@@ -513,7 +513,8 @@ class _Run:
                 self._checkpoint()
                 return not done
             if done:
-                self.stop_reason = "target_reached"
+                reached = target >= self.target - 1e-9
+                self.stop_reason = "target_reached" if reached else "no_headroom"
         elif done:
             self.stop_reason = "schedule_done"
         self._report(

@@ -70,6 +70,7 @@ class ControllerState:
     last_good_sparsity: float = 0.0
     best_sparsity: float = 0.0
     rollbacks: int = 0
+    ceiling: float = 1.0  # the lowest sparsity that was rolled back: never proposed again
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,8 +92,11 @@ class AdaptiveController:
     - h >= accelerate_above: increment *= grow (capped at what is left to the target);
     - h <  shrink_below: increment *= shrink;
     - otherwise keep the increment.
-    The run is done when the target is accepted, or when the increment falls below
-    `min_increment` (no headroom left: the last good sparsity is the answer).
+    A proposal at or past the lowest rolled-back sparsity (the ceiling) is replaced by the
+    midpoint between the current sparsity and the ceiling, so the search narrows instead of
+    repeating a step that already failed. The run is done when the target is accepted, or when
+    the increment or the gap to the ceiling falls below `min_increment` (no headroom left: the
+    last good sparsity is the answer).
     """
 
     def __init__(
@@ -129,9 +133,13 @@ class AdaptiveController:
         """Judge the step that reached `sparsity` with metric drop `drop` (dense - pruned)."""
         if drop > self.tolerance:
             increment = state.increment / 2
-            new = replace(state, increment=increment, rollbacks=state.rollbacks + 1)
-            done = increment < state.min_increment
-            next_sparsity = min(state.target, state.last_good_sparsity + increment)
+            ceiling = min(state.ceiling, sparsity)
+            new = replace(
+                state, increment=increment, rollbacks=state.rollbacks + 1, ceiling=ceiling
+            )
+            good = state.last_good_sparsity
+            done = increment < state.min_increment or ceiling - good < state.min_increment
+            next_sparsity = min(state.target, good + increment, (good + ceiling) / 2)
             return ControllerDecision("rollback", next_sparsity, new, done)
         headroom = 1.0 if self.tolerance == 0 else (self.tolerance - drop) / self.tolerance
         verdict: Verdict
@@ -149,5 +157,8 @@ class AdaptiveController:
             last_good_sparsity=sparsity,
             best_sparsity=max(state.best_sparsity, sparsity),
         )
-        done = remaining <= 1e-9
-        return ControllerDecision(verdict, min(state.target, sparsity + increment), new, done)
+        proposal = min(state.target, sparsity + increment)
+        if proposal >= state.ceiling:
+            proposal = (sparsity + state.ceiling) / 2
+        done = remaining <= 1e-9 or state.ceiling - sparsity < state.min_increment
+        return ControllerDecision(verdict, proposal, new, done)

@@ -5,12 +5,22 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 # torch first, pinned, so pip never resolves a multi-GB CUDA build for the bare requirement.
 TORCH_SPEC=${ADAPRUNE_TORCH_SPEC:-torch==2.13.0}
+LOG=.venv/setup.log
 
 if [ ! -x .venv/bin/python ]; then
+  echo "setting up .venv (first run: a few minutes)" >&2
   "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
+install() {
+  # pip's chatter goes to the log; on failure the log's tail says why
+  if ! .venv/bin/python -m pip install "$@" >>"$LOG" 2>&1; then
+    echo "setup failed: pip install $*" >&2
+    tail -n 30 "$LOG" >&2
+    exit 1
+  fi
+}
+: >"$LOG"
 if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
-  .venv/bin/python -m pip install --quiet "$TORCH_SPEC"
+  install "$TORCH_SPEC"
 fi
-.venv/bin/python -m pip install --quiet -e ".[dev]"
+install -e ".[dev]"

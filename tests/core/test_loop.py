@@ -307,3 +307,16 @@ def test_adaptive_schedule_stops_once_the_requested_target_is_accepted():
     assert result.stop_reason == "target_reached"
     assert len(pruning_steps) <= 3
     assert pruning_steps[-1].target_sparsity == pytest.approx(0.61)
+
+
+def test_adaptive_run_that_closes_in_below_the_target_says_no_headroom():
+    spec = _spec(
+        criterion="magnitude",
+        target_sparsity=0.98,
+        max_metric_drop=0.0,
+        min_layer_density=0.0,
+        schedule={"kind": "adaptive", "steps": 4},
+    )
+    result = prune(_model(), _task(), spec).result
+    assert result.stop_reason == "no_headroom"
+    assert result.best_sparsity_within_tolerance < 0.98

@@ -98,3 +98,32 @@ def test_controller_is_done_when_target_accepted():
     decision = controller.decide(state, sparsity=0.5, drop=0.01)
     assert decision.done
     assert decision.state.best_sparsity == pytest.approx(0.5)
+
+
+def test_controller_never_proposes_a_sparsity_that_was_rolled_back():
+    controller = AdaptiveController(tolerance=0.02)
+    state = controller.initial_state(target=0.9, steps=3)
+    state = controller.decide(state, sparsity=0.3, drop=0.0).state
+    failed = controller.decide(state, sparsity=0.6, drop=0.1)
+    assert failed.state.ceiling == pytest.approx(0.6)
+    accepted = controller.decide(failed.state, sparsity=failed.next_sparsity, drop=0.0)
+    assert accepted.next_sparsity < 0.6
+    assert accepted.next_sparsity == pytest.approx((failed.next_sparsity + 0.6) / 2)
+
+
+def test_controller_narrows_onto_the_highest_tolerable_sparsity_and_stops():
+    controller = AdaptiveController(tolerance=0.02)
+    state = controller.initial_state(target=0.9, steps=2)
+    proposal, decision, steps = controller.first_sparsity(state), None, 0
+    while steps < 40:
+        steps += 1
+        # every sparsity from 0.7 up costs too much accuracy
+        decision = controller.decide(
+            state, sparsity=proposal, drop=0.05 if proposal >= 0.7 else 0.0
+        )
+        state, proposal = decision.state, decision.next_sparsity
+        if decision.done:
+            break
+    assert decision is not None and decision.done and steps < 40
+    assert 0.7 - state.min_increment <= state.last_good_sparsity < 0.7
+    assert state.ceiling >= 0.7
