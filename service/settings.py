@@ -36,8 +36,8 @@ def _split_commas(value: Any) -> Any:
     return value
 
 
-class ApiSettings(BaseSettings):
-    """Everything the API process reads from its environment."""
+class SharedSettings(BaseSettings):
+    """What the API and the workers both read: where state lives, leases, policy, the queue."""
 
     model_config = SettingsConfigDict(env_prefix="ADAPRUNE_", extra="ignore", populate_by_name=True)
 
@@ -51,13 +51,10 @@ class ApiSettings(BaseSettings):
     artifact_url_env: str | None = Field(
         default=None, validation_alias=AliasChoices("ARTIFACT_URL", "artifact_url")
     )
-    heartbeat_s: float = Field(default=10.0, gt=0)
-    max_attempts: int = Field(default=3, ge=1)
+    heartbeat_s: float = Field(default=10.0, gt=0, le=3600)
+    max_attempts: int = Field(default=3, ge=1, le=100)
     allowed_entrypoints: Annotated[tuple[str, ...], NoDecode] = ()
     allowed_file_roots: Annotated[tuple[str, ...], NoDecode] = ()
-    max_body_bytes: int = Field(default=65536, ge=1024)
-    tenant_max_active_jobs: int = Field(default=20, ge=1)
-    presign_ttl_s: int = Field(default=300, ge=1, le=7 * 24 * 3600)
     default_queue: str = "gpu"
 
     @field_validator("allowed_entrypoints", "allowed_file_roots", mode="before")
@@ -111,3 +108,11 @@ class ApiSettings(BaseSettings):
     def stale_after_s(self) -> float:
         """A running job whose heartbeat is older than three intervals is stale."""
         return 3 * self.heartbeat_s
+
+
+class ApiSettings(SharedSettings):
+    """Everything the API process reads from its environment."""
+
+    max_body_bytes: int = Field(default=65536, ge=1024)
+    tenant_max_active_jobs: int = Field(default=20, ge=1)
+    presign_ttl_s: int = Field(default=300, ge=1, le=7 * 24 * 3600)

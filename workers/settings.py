@@ -3,57 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
 
-from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field, field_validator
 
-from service.settings import QUEUE_NAME, normalize_database_url
+from service.settings import SharedSettings
 
 DEVICE_NAMES = ("auto", "cpu", "cuda")
 
 
-def _split_commas(value: Any) -> Any:
-    if isinstance(value, str):
-        return tuple(part.strip() for part in value.split(",") if part.strip())
-    return value
-
-
-class WorkerSettings(BaseSettings):
+class WorkerSettings(SharedSettings):
     """Everything a worker process reads from its environment."""
 
-    model_config = SettingsConfigDict(env_prefix="ADAPRUNE_", extra="ignore", populate_by_name=True)
-
-    home: Path = Path("~/.adaprune")
-    database_url_env: str | None = Field(
-        default=None, validation_alias=AliasChoices("DATABASE_URL", "database_url")
-    )
-    redis_url_env: str | None = Field(
-        default=None, validation_alias=AliasChoices("REDIS_URL", "redis_url")
-    )
-    artifact_url_env: str | None = Field(
-        default=None, validation_alias=AliasChoices("ARTIFACT_URL", "artifact_url")
-    )
-    heartbeat_s: float = Field(default=10.0, gt=0, le=3600)
-    max_attempts: int = Field(default=3, ge=1, le=100)
     device: str = "auto"
     metrics_port: int = Field(default=9100, ge=0, le=65535)
-    allowed_entrypoints: Annotated[tuple[str, ...], NoDecode] = ()
-    allowed_file_roots: Annotated[tuple[str, ...], NoDecode] = ()
-    default_queue: str = "gpu"
-
-    @field_validator("allowed_entrypoints", "allowed_file_roots", mode="before")
-    @classmethod
-    def _comma_list(cls, value: Any) -> Any:
-        return _split_commas(value)
-
-    @field_validator("allowed_file_roots")
-    @classmethod
-    def _absolute_roots(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for root in value:
-            if not Path(root).is_absolute():
-                raise ValueError(f"file root {root!r} is not an absolute directory")
-        return value
 
     @field_validator("device")
     @classmethod
@@ -62,40 +24,6 @@ class WorkerSettings(BaseSettings):
         if kind not in DEVICE_NAMES or (index and (kind != "cuda" or not index.isdigit())):
             raise ValueError(f"device {value!r} must be auto, cpu, cuda or cuda:N")
         return value
-
-    @field_validator("default_queue")
-    @classmethod
-    def _queue_name(cls, value: str) -> str:
-        if not QUEUE_NAME.match(value):
-            raise ValueError(f"queue name {value!r} must match [a-z0-9-]{{1,32}}")
-        return value
-
-    @field_validator("home")
-    @classmethod
-    def _expand_home(cls, value: Path) -> Path:
-        return value.expanduser()
-
-    @property
-    def database_url(self) -> str:
-        """The SQLAlchemy URL: DATABASE_URL, else SQLite under ADAPRUNE_HOME."""
-        if self.database_url_env:
-            return normalize_database_url(self.database_url_env)
-        return f"sqlite:///{self.home / 'adaprune.db'}"
-
-    @property
-    def redis_url(self) -> str:
-        """REDIS_URL, else the embedded Redis's unix socket under ADAPRUNE_HOME."""
-        return self.redis_url_env or f"unix://{self.home / 'redis' / 'redis.sock'}"
-
-    @property
-    def artifact_url(self) -> str:
-        """ARTIFACT_URL, else a directory under ADAPRUNE_HOME."""
-        return self.artifact_url_env or f"file://{self.home / 'artifacts'}"
-
-    @property
-    def stale_after_s(self) -> float:
-        """A running job whose heartbeat is older than three intervals is stale."""
-        return 3 * self.heartbeat_s
 
     @property
     def work_root(self) -> Path:
