@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from core.uri import fetch
+from tests.support.processes import free_port
 
 
 def test_file_uri_returns_the_path_itself(tmp_path: Path) -> None:
@@ -42,13 +42,6 @@ def test_unknown_scheme_is_refused_by_name(tmp_path: Path, uri: str) -> None:
     scheme = uri.split("://")[0] if "://" in uri else ""
     with pytest.raises(ValueError, match=f"scheme '{scheme}'"):
         fetch(uri, cache_dir=tmp_path)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture

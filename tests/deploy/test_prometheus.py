@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
@@ -13,6 +12,8 @@ from typing import Any
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from tests.support.processes import free_port
 
 ALERTS = {
     "AdapruneWorkersDown",
@@ -69,12 +70,6 @@ def test_unit_tests_catch_a_broken_threshold(promtool: str, root: Path, tmp_path
     result = run([promtool, "test", "rules", "alerts_test.yml"], tmp_path)
     assert result.returncode != 0
     assert "AdapruneApi5xxRateHigh" in result.stdout + result.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def get_json(url: str) -> Any:

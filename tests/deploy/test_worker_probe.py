@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,6 +15,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
+from tests.support.processes import free_port
+
 
 @dataclass
 class WorkerMetrics:
@@ -23,12 +24,6 @@ class WorkerMetrics:
     busy: Gauge
     heartbeat_age: Gauge
     steps: Counter
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

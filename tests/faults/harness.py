@@ -13,7 +13,6 @@ import hashlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from service.main import create_app
 from service.settings import ApiSettings
 from service.storage import job_prefix
 from service.store import JobStore
+from tests.support.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TENANT = "acme"
@@ -43,13 +43,6 @@ ARTIFACT_NAMES = ["curve.png", "manifest.json", "steps.csv", "weights.safetensor
 
 class ServiceMissing(RuntimeError):
     """A binary or service the fault runs need is not available on this machine."""
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def fault_spec(

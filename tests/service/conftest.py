@@ -23,25 +23,13 @@ from service.db.migrate import upgrade
 from service.main import create_app
 from service.settings import ApiSettings
 from service.store import JobStore
+from tests.support.processes import free_port, unavailable
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 ROOT = Path(__file__).resolve().parents[2]
 IN_CI = os.environ.get("CI", "").lower() == "true"
 TABLES = "artifacts, job_steps, jobs, api_keys, tenants"
-
-
-def unavailable(what: str) -> None:
-    """Skip locally when a backing service is down; fail in CI, where it must be up."""
-    if IN_CI:
-        pytest.fail(f"{what} is not reachable")
-    pytest.skip(f"{what} is not reachable")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _tiny_spec(**prune: Any) -> dict[str, Any]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from service.main import create_app
 from service.queue import JobQueue
 from service.settings import ApiSettings
 from service.store import JobStore
+from tests.support.processes import free_port, unavailable
 
 REDIS_URL = "redis://127.0.0.1:6379/14"
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,19 +35,6 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 HEARTBEAT_S = 1.0
 MAX_ATTEMPTS = 3
 FINAL = ("succeeded", "failed", "cancelled")
-
-
-def unavailable(what: str) -> None:
-    """Skip locally when a backing service is down; fail in CI, where it must be up."""
-    if IN_CI:
-        pytest.fail(f"{what} is not reachable")
-    pytest.skip(f"{what} is not reachable")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def tiny_spec(*, steps: int = 3, epochs_per_step: int = 1, **extra: Any) -> dict[str, Any]:
