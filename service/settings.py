@@ -1,4 +1,4 @@
-"""API settings, read from the environment (see the service contract for each variable)."""
+"""API settings, read from the environment (each variable: docs/service.md)."""
 
 from __future__ import annotations
 
