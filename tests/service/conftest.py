@@ -23,7 +23,7 @@ from service.db.migrate import upgrade
 from service.main import create_app
 from service.settings import ApiSettings
 from service.store import JobStore
-from tests.support.processes import free_port, unavailable
+from tests.support.processes import flushed_redis, free_port, unavailable
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -101,15 +101,8 @@ def new_tenant() -> NewTenant:
 
 @pytest.fixture
 def redis_db() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        unavailable("Redis at 127.0.0.1:6379")
-    client.flushdb()
-    yield client
-    client.flushdb()
-    client.close()
+    with flushed_redis(REDIS_URL) as client:
+        yield client
 
 
 @pytest.fixture

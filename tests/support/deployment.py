@@ -36,7 +36,7 @@ REDIS_URL = "redis://127.0.0.1:6379/12"
 FINAL_STATES = ("succeeded", "failed", "cancelled")
 
 
-def tiny_spec(*, steps: int = 3) -> dict[str, Any]:
+def tiny_spec(*, steps: int = 3, epochs_per_step: int = 1, **extra: Any) -> dict[str, Any]:
     """A job of a few seconds: digits, the built-in MLP, a linear magnitude schedule."""
     return {
         "name": "tiny",
@@ -47,7 +47,8 @@ def tiny_spec(*, steps: int = 3) -> dict[str, Any]:
             "criterion": "magnitude",
             "schedule": {"kind": "linear", "steps": steps},
         },
-        "finetune": {"pretrain_epochs": 2, "epochs_per_step": 1, "final_epochs": 1},
+        "finetune": {"pretrain_epochs": 2, "epochs_per_step": epochs_per_step, "final_epochs": 1},
+        **extra,
     }
 
 

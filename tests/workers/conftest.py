@@ -27,7 +27,7 @@ from service.main import create_app
 from service.queue import JobQueue
 from service.settings import ApiSettings
 from service.store import JobStore
-from tests.support.processes import free_port, unavailable
+from tests.support.processes import flushed_redis, free_port
 
 REDIS_URL = "redis://127.0.0.1:6379/14"
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,22 +35,6 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 HEARTBEAT_S = 1.0
 MAX_ATTEMPTS = 3
 FINAL = ("succeeded", "failed", "cancelled")
-
-
-def tiny_spec(*, steps: int = 3, epochs_per_step: int = 1, **extra: Any) -> dict[str, Any]:
-    """A job that takes a few seconds: digits, the built-in MLP, a linear magnitude schedule."""
-    return {
-        "name": "tiny",
-        "model": {"arch": "mlp"},
-        "task": {"dataset": "digits"},
-        "prune": {
-            "target_sparsity": 0.6,
-            "criterion": "magnitude",
-            "schedule": {"kind": "linear", "steps": steps},
-        },
-        "finetune": {"pretrain_epochs": 2, "epochs_per_step": epochs_per_step, "final_epochs": 1},
-        **extra,
-    }
 
 
 @dataclass
@@ -142,15 +126,8 @@ def wait_for_metrics(port: int, *, timeout_s: float = 30.0) -> str:
 
 @pytest.fixture(scope="module")
 def redis_db() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        unavailable("Redis at 127.0.0.1:6379")
-    client.flushdb()
-    yield client
-    client.flushdb()
-    client.close()
+    with flushed_redis(REDIS_URL) as client:
+        yield client
 
 
 @contextmanager

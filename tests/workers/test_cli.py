@@ -15,7 +15,8 @@ from service.auth import hash_key
 from service.db.migrate import upgrade
 from service.db.models import ApiKey
 from service.store import JobStore
-from tests.workers.conftest import ROOT, free_port, tiny_spec
+from tests.support.deployment import tiny_spec
+from tests.workers.conftest import ROOT, free_port
 
 
 def _cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:

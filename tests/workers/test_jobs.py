@@ -11,7 +11,8 @@ import redis
 from sqlalchemy import update
 
 from service.db.models import Job, utcnow
-from tests.workers.conftest import MAX_ATTEMPTS, Service, tiny_spec, wait_for_metrics
+from tests.support.deployment import tiny_spec
+from tests.workers.conftest import MAX_ATTEMPTS, Service, wait_for_metrics
 
 
 def _drained(redis_db: redis.Redis, queue: str) -> bool:

@@ -9,7 +9,8 @@ from pathlib import Path
 from core.job import run_job
 from core.spec import JobSpec
 from service.storage import job_prefix
-from tests.workers.conftest import Service, tiny_spec
+from tests.support.deployment import tiny_spec
+from tests.workers.conftest import Service
 
 
 def _uninterrupted_metric(spec: dict[str, object]) -> float:

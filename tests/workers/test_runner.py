@@ -11,7 +11,7 @@ from service.auth import create_key, get_or_create_tenant
 from service.db.migrate import upgrade
 from service.storage import FileStorage
 from service.store import JobStore
-from tests.workers.conftest import tiny_spec
+from tests.support.deployment import tiny_spec
 from workers.errors import StorageUnavailable
 from workers.metrics import WorkerMetrics
 from workers.runner import JobRunner

@@ -14,7 +14,7 @@ from service.db.migrate import upgrade
 from service.db.models import Job
 from service.storage import FileStorage
 from service.store import ArtifactRow, JobStore
-from tests.workers.conftest import tiny_spec
+from tests.support.deployment import tiny_spec
 from workers.metrics import WorkerMetrics
 from workers.runner import JobRunner
 from workers.settings import WorkerSettings
