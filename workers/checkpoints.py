@@ -24,25 +24,27 @@ _STEP_DIR = re.compile(r"^step-\d{4,}$")
 T = TypeVar("T")
 
 
-def _once(what: str, call: Callable[..., T], *args: Any) -> T:
+def _once(what: str, call: Callable[..., T], *args: Any, reading: bool) -> T:
     try:
         return call(*args)
     except FileNotFoundError:
-        raise
+        if reading:  # a missing object is an answer; a write that loses its directory is not
+            raise
+        raise StorageUnavailable(f"{what}: storage location vanished") from None
     except Exception as error:  # file systems and S3 clients fail in many ways
         raise StorageUnavailable(f"{what}: {type(error).__name__}: {error}") from error
 
 
-def storage_call(what: str, call: Callable[..., T], *args: Any) -> T:
+def storage_call(what: str, call: Callable[..., T], *args: Any, reading: bool = False) -> T:
     """Run `call(*args)`, trying up to STORAGE_TRIES times with a short backoff.
 
     Raises:
-        FileNotFoundError: the object does not exist (not retried).
+        FileNotFoundError: when `reading`, the object does not exist (not retried).
         StorageUnavailable: every try failed; the message names the operation and the error.
     """
     return retry_for(
         what,
-        lambda: _once(what, call, *args),
+        lambda: _once(what, call, *args, reading=reading),
         errors=(StorageUnavailable,),
         tries=STORAGE_TRIES,
         first_delay_s=0.5,
@@ -82,7 +84,7 @@ class CheckpointMirror:
         self._prune_old()
 
     def _prune_old(self) -> None:
-        keys = storage_call("list checkpoints", self.storage.list, self.prefix)
+        keys = storage_call("list checkpoints", self.storage.list, self.prefix, reading=True)
         names = sorted({k[len(self.prefix) :].split("/", 1)[0] for k in keys})
         steps = [n for n in names if _STEP_DIR.match(n)]
         for old in steps[:-KEEP]:
@@ -100,18 +102,24 @@ class CheckpointMirror:
         dest.mkdir(parents=True, exist_ok=True)
         pointer = dest / f".{LATEST}.download"
         try:
-            storage_call("read LATEST", self.storage.get_file, self.prefix + LATEST, pointer)
+            storage_call(
+                "read LATEST", self.storage.get_file, self.prefix + LATEST, pointer, reading=True
+            )
         except FileNotFoundError:
             return None
         name = pointer.read_text().strip()
         pointer.unlink()
         if not _STEP_DIR.match(name):
             raise StorageUnavailable(f"checkpoint pointer {self.prefix}{LATEST} holds {name!r}")
-        keys = storage_call("list checkpoint", self.storage.list, f"{self.prefix}{name}/")
+        keys = storage_call(
+            "list checkpoint", self.storage.list, f"{self.prefix}{name}/", reading=True
+        )
         try:
             for key in [*keys, self.prefix + DENSE]:
                 relative = key[len(self.prefix) :]
-                storage_call(f"download {key}", self.storage.get_file, key, dest / relative)
+                storage_call(
+                    f"download {key}", self.storage.get_file, key, dest / relative, reading=True
+                )
         except FileNotFoundError as error:
             raise StorageUnavailable(f"checkpoint {name} is incomplete: {error}") from error
         self._dense_stored = True
