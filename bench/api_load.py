@@ -68,11 +68,11 @@ async def submit_burst(
     rate_per_client: float | None = None,
     server_pid: int | None = None,
 ) -> Burst:
-    """Submit `requests` tiny jobs from `clients` concurrent clients, keys used round robin.
+    """Submit `requests` tiny jobs from `clients` concurrent clients; request n uses keys[n % k].
 
     Args:
         url: the API's base URL.
-        keys: API keys; client i uses keys[i % len(keys)].
+        keys: API keys, used round robin by request number.
         requests: how many submissions in all.
         clients: concurrent clients (one connection each).
         rate_per_client: None: each client sends its next request as soon as the previous one
@@ -90,7 +90,6 @@ async def submit_burst(
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
 
     async def client_loop(index: int, http: httpx.AsyncClient) -> None:
-        headers = {"Authorization": f"Bearer {keys[index % len(keys)]}"}
         rng = random.Random(index)
         next_at = time.perf_counter()
         for n in counter:
@@ -98,6 +97,8 @@ async def submit_burst(
                 next_at += rng.expovariate(rate_per_client)
                 await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
             started = time.perf_counter()
+            # the request number picks the key, so each tenant gets an exact share of the burst
+            headers = {"Authorization": f"Bearer {keys[n % len(keys)]}"}
             response = await http.post(
                 f"{url}/v1/jobs", json=tiny_job(name=f"load-{n}"), headers=headers
             )
