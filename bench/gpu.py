@@ -14,12 +14,23 @@ One script, run on a machine with a CUDA GPU:
    on the GPU at batch sizes 1, 32 and 256 (interleaved rounds, medians).
 3. 2:4 pruning of the transformer and the semi-structured sparse kernel timed against dense for
    every pruned Linear (`core.semistructured`), slowdowns included.
+4. Memory and selection at scale: peak memory of adaptive scoring and of global mask selection
+   on a larger transformer, as multiples of the model's size; global selection over about 200 M
+   scores (`core.masks`, bisection over per-layer counts) against concatenate-then-topk and
+   concatenate-then-kthvalue, with the selection checked exact.
+5. Many jobs in one process: GPU memory allocated after each of several jobs (no growth allowed).
+
+`--json PATH` also writes every figure as JSON, section by section as each finishes, so a run
+cut short still leaves what it measured.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import gc
+import json
+import statistics
 import sys
 import tempfile
 import time
@@ -34,9 +45,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import write_section
 from core.data import TaskData
+from core.errors import SpecInvalid
 from core.finetune import epoch_generator, to_tensors, train_epoch
+from core.importance import ScoringContext, make_importance
 from core.latency import compare_latency
 from core.loop import prune
+from core.masks import prunable_parameters, unstructured_masks
 from core.models import build_builtin
 from core.semistructured import measure_two_four
 from core.spec import JobSpec
@@ -51,16 +65,24 @@ SIZES = {
         "transformer": {"d_model": 256, "layers": 4, "heads": 8, "ffn": 1024},
         "image": (3, 32, 32),
         "sequence": (32, 128),
+        "repeats": 3,
+        "large_transformer": {"d_model": 1024, "layers": 8, "heads": 16, "ffn": 4096},
+        "selection": {"layers": 48, "shape": (2048, 2048), "kthvalue_values": 11_000_000},
+        "jobs": 5,
     },
     "smoke": {
         "train": 256,
         "val": 64,
         "epochs": (2, 1, 1),
         "batch": 64,
-        "cnn2d": {"widths": [8, 16], "blocks": 1},
+        "cnn2d": {"widths": [16, 32], "blocks": 1},
         "transformer": {"d_model": 32, "layers": 1, "heads": 4, "ffn": 64},
         "image": (3, 16, 16),
         "sequence": (8, 16),
+        "repeats": 1,
+        "large_transformer": {"d_model": 64, "layers": 2, "heads": 4, "ffn": 128},
+        "selection": {"layers": 4, "shape": (64, 64), "kthvalue_values": 8_000},
+        "jobs": 2,
     },
 }
 
@@ -141,34 +163,52 @@ def job_spec(
 def overhead(
     arch: str, model: nn.Module, data: TaskData, *, size: dict[str, Any], device: torch.device
 ) -> dict[str, Any]:
+    """Job vs dense training of the same epochs, `repeats` interleaved pairs, medians."""
     spec = job_spec(
         arch, granularity="unstructured", target=0.8, epochs=size["epochs"], batch=size["batch"]
     )
     model_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     # warm up kernels and the allocator once so neither side pays first-call costs
     dense_seconds(copy.deepcopy(model), data, epochs=1, batch=size["batch"], device=device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    with tempfile.TemporaryDirectory() as work:
-        synchronize(device)
-        start = time.perf_counter()
-        outcome = prune(copy.deepcopy(model), data, spec, device=device, checkpoint_dir=Path(work))
-        synchronize(device)
-        job = time.perf_counter() - start
-    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
-    dense = dense_seconds(
-        copy.deepcopy(model), data, epochs=outcome.result.epochs, batch=size["batch"], device=device
-    )
+    jobs: list[float] = []
+    denses: list[float] = []
+    peak = 0
+    for _ in range(size["repeats"]):
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        with tempfile.TemporaryDirectory() as work:
+            synchronize(device)
+            start = time.perf_counter()
+            outcome = prune(
+                copy.deepcopy(model), data, spec, device=device, checkpoint_dir=Path(work)
+            )
+            synchronize(device)
+            jobs.append(time.perf_counter() - start)
+        if device.type == "cuda":
+            peak = max(peak, torch.cuda.max_memory_allocated(device))
+        denses.append(
+            dense_seconds(
+                copy.deepcopy(model),
+                data,
+                epochs=outcome.result.epochs,
+                batch=size["batch"],
+                device=device,
+            )
+        )
     phases: dict[str, float] = {}
     for report in outcome.result.steps:
         for phase, seconds in report.phase_seconds.items():
             phases[phase] = phases.get(phase, 0.0) + seconds
+    job, dense = statistics.median(jobs), statistics.median(denses)
     return {
         "arch": arch,
+        "params": sum(p.numel() for p in model.parameters()),
         "epochs": outcome.result.epochs,
+        "steps": len(outcome.result.steps),
         "dense_s": dense,
         "job_s": job,
         "ratio": job / dense,
+        "ratios": [j / d for j, d in zip(jobs, denses, strict=True)],
         "phases": phases,
         "peak_bytes": peak,
         "model_bytes": model_bytes,
@@ -179,8 +219,10 @@ def overhead(
 def structured(
     model: nn.Module, data: TaskData, *, size: dict[str, Any], device: torch.device
 ) -> list[dict[str, Any]]:
-    rows = []
-    for ratio, round_to in ((0.3, 8), (0.5, 8), (0.5, 1), (0.5, 32), (0.7, 8)):
+    """Channel pruning at several ratios and `round_to` values; a row the model cannot take
+    (nothing removable at that rounding) records the refusal instead of a timing."""
+    rows: list[dict[str, Any]] = []
+    for ratio, round_to in ((0.3, 1), (0.3, 8), (0.5, 1), (0.5, 8), (0.5, 32), (0.7, 8)):
         spec = job_spec(
             "cnn2d",
             granularity="channel",
@@ -192,7 +234,11 @@ def structured(
         spec = spec.model_copy(
             update={"prune": spec.prune.model_copy(update={"round_to": round_to})}
         )
-        outcome = prune(copy.deepcopy(model), data, spec, device=device)
+        try:
+            outcome = prune(copy.deepcopy(model), data, spec, device=device)
+        except SpecInvalid as refused:
+            rows.append({"ratio": ratio, "round_to": round_to, "refused": str(refused)})
+            continue
         latency = compare_latency(
             dense=outcome.dense_model.eval(),
             pruned=outcome.model.eval(),
@@ -220,61 +266,274 @@ def two_four(
     return measure_two_four(outcome.model, device=device)
 
 
+def _timed(function: Any, *, device: torch.device, repeats: int) -> tuple[float, int]:
+    """Median seconds of `repeats` calls after one warm-up, and the peak bytes allocated above
+    what was allocated before the calls (0 off CUDA)."""
+    function()
+    synchronize(device)
+    gc.collect()
+    base = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        result = function()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+        del result
+    peak = torch.cuda.max_memory_allocated(device) - base if device.type == "cuda" else 0
+    return statistics.median(times), peak
+
+
+def scoring_memory(data: TaskData, *, size: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Peak memory of adaptive scoring and of global selection, as multiples of the model size.
+
+    The baseline is the model and its calibration batches on the device; the peaks are what each
+    phase allocates above it (gradients, Taylor sums, activation norms, the scores themselves).
+    """
+    torch.manual_seed(0)
+    model = build_builtin(
+        "transformer",
+        input_shape=size["sequence"],
+        num_classes=10,
+        **size["large_transformer"],
+    ).to(device)
+    spec = job_spec(
+        "transformer", granularity="unstructured", target=0.5, epochs=(1, 0, 0), batch=32
+    )
+    x, y = to_tensors(data.x_train[:128], data.y_train[:128], device=device)
+    context = ScoringContext(
+        model=model,
+        params=prunable_parameters(model),
+        batches=[(x[i : i + 32], y[i : i + 32]) for i in range(0, 128, 32)],
+        loss_fn=nn.functional.cross_entropy,
+    )
+    model_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    criterion = make_importance("adaptive", spec.prune)
+    scoring_s, scoring_peak = _timed(lambda: criterion(context), device=device, repeats=1)
+    scores = criterion(context)
+    model.zero_grad(set_to_none=True)
+    selection_s, selection_peak = _timed(
+        lambda: unstructured_masks(scores, sparsity=0.5, scope="global", min_density=0.01),
+        device=device,
+        repeats=1,
+    )
+    score_bytes = sum(t.numel() * t.element_size() for t in scores.values())
+    return {
+        "params": sum(p.numel() for p in model.parameters()),
+        "model_bytes": model_bytes,
+        "scoring_s": scoring_s,
+        "scoring_peak_bytes": scoring_peak,
+        "selection_s": selection_s,
+        # the scores are the selection's input; count only what selection adds above them
+        "selection_peak_bytes": selection_peak,
+        "score_bytes": score_bytes,
+    }
+
+
+def selection_at_scale(*, size: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Global selection of 90 % of ~200 M scores: core.masks vs concatenate + topk / kthvalue."""
+    config = size["selection"]
+    generator = torch.Generator(device=device).manual_seed(0)
+    scores = {
+        f"layer{i}": torch.randn(config["shape"], device=device, generator=generator).abs_()
+        for i in range(config["layers"])
+    }
+    total = sum(t.numel() for t in scores.values())
+    sparsity = 0.9
+    count = round(sparsity * total)
+    repeats = size["repeats"]
+
+    def ours() -> dict[str, torch.Tensor]:
+        return unstructured_masks(scores, sparsity=sparsity, scope="global", min_density=0.01)
+
+    masks = ours()
+    pruned = total - sum(int(m.sum()) for m in masks.values())
+    highest_pruned = max(float(scores[n][~m].max()) for n, m in masks.items() if (~m).any())
+    lowest_kept = min(float(scores[n][m].min()) for n, m in masks.items() if m.any())
+    del masks
+    ours_s, ours_peak = _timed(ours, device=device, repeats=repeats)
+
+    def cat_topk() -> torch.Tensor:
+        flat = torch.cat([t.flatten() for t in scores.values()])
+        return torch.topk(flat, total - count, largest=True).values.min()
+
+    topk_s, topk_peak = _timed(cat_topk, device=device, repeats=repeats)
+    subset: list[torch.Tensor] = []
+    taken = 0
+    for tensor in scores.values():  # whole layers up to about `kthvalue_values` scores
+        if taken >= config["kthvalue_values"]:
+            break
+        subset.append(tensor)
+        taken += tensor.numel()
+    sub_scores = {f"layer{i}": t for i, t in enumerate(subset)}
+
+    def kth() -> torch.Tensor:
+        flat = torch.cat([t.flatten() for t in subset])
+        return torch.kthvalue(flat, round(sparsity * taken)).values
+
+    def ours_subset() -> dict[str, torch.Tensor]:
+        return unstructured_masks(sub_scores, sparsity=sparsity, scope="global", min_density=0.01)
+
+    kth_s, _ = _timed(kth, device=device, repeats=repeats)
+    ours_subset_s, _ = _timed(ours_subset, device=device, repeats=repeats)
+    return {
+        "values": total,
+        "layers": len(scores),
+        "score_bytes": total * 4,
+        "pruned": pruned,
+        "expected": count,
+        "exact": pruned == count and highest_pruned <= lowest_kept,
+        "ours_s": ours_s,
+        "ours_peak_bytes": ours_peak,
+        "cat_topk_s": topk_s,
+        "cat_topk_peak_bytes": topk_peak,
+        "subset_values": taken,
+        "kthvalue_s": kth_s,
+        "ours_subset_s": ours_subset_s,
+    }
+
+
+def memory_across_jobs(data: TaskData, *, size: dict[str, Any], device: torch.device) -> list[int]:
+    """Bytes allocated on the device after each of several jobs run back to back in one process."""
+    spec = job_spec(
+        "cnn2d", granularity="unstructured", target=0.7, epochs=(2, 1, 1), batch=size["batch"]
+    )
+    allocated = []
+    for _ in range(size["jobs"]):
+        torch.manual_seed(0)
+        model = build_builtin("cnn2d", input_shape=size["image"], num_classes=10, **size["cnn2d"])
+        outcome = prune(model, data, spec, device=device)
+        del outcome, model
+        gc.collect()
+        synchronize(device)
+        allocated.append(torch.cuda.memory_allocated(device) if device.type == "cuda" else 0)
+    return allocated
+
+
+def _mib(value: float) -> str:
+    return f"{value / 2**20:.0f} MiB"
+
+
 def render(results: dict[str, Any], device: torch.device) -> str:
+    """The markdown section; sections missing from `results` (a run cut short) are left out."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
-    lines = [
-        "## GPU (`bench/gpu.py`)",
-        "",
-        f"Device: **{name}**.",
-        "",
-        "### Loop overhead and per-step phases (bf16 autocast)",
-        "",
-        "| model | epochs | dense (s) | job (s) | ratio | scoring | masking | fine-tuning "
-        "| evaluation | peak mem / model |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for row in results["overhead"]:
-        phases = row["phases"]
-        memory = row["peak_bytes"] / row["model_bytes"] if row["peak_bytes"] else float("nan")
-        lines.append(
-            f"| {row['arch']} | {row['epochs']} | {row['dense_s']:.2f} | {row['job_s']:.2f} | "
-            f"**{row['ratio']:.3f}** | "
-            + " | ".join(
-                f"{phases.get(p, 0.0):.2f}s"
-                for p in ("scoring", "masking", "finetuning", "evaluation")
-            )
-            + f" | {memory:.1f}x |"
-        )
-    lines += [
-        "",
-        "### Channel pruning: measured latency on the device",
-        "",
-        "| ratio | round_to | conv widths | batch | dense ms | pruned ms | speedup |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for row in results["structured"]:
-        for entry in row["latency"]["batches"]:
+    lines = ["## GPU (`bench/gpu.py`)", "", f"Device: **{name}**.", ""]
+    if "overhead" in results:
+        lines += [
+            "### Loop overhead and per-step phases (bf16 autocast)",
+            "",
+            "Job (adaptive criterion, cubic schedule to 80 %, a checkpoint per step) against dense "
+            "training of the same epochs; medians of interleaved pairs; the phases are one job's "
+            "totals.",
+            "",
+            "| model | params | epochs | dense (s) | job (s) | ratio (each pair) | scoring "
+            "| masking | fine-tuning | evaluation | peak mem / model |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for row in results["overhead"]:
+            phases = row["phases"]
+            memory = row["peak_bytes"] / row["model_bytes"] if row["peak_bytes"] else float("nan")
+            pairs = ", ".join(f"{r:.3f}" for r in row["ratios"])
             lines.append(
-                f"| {row['ratio']} | {row['round_to']} | {row['widths']} | {entry['batch_size']} | "
-                f"{1e3 * entry['dense']['median_s']:.3f} | {1e3 * entry['pruned']['median_s']:.3f}"
-                f" | **{entry['speedup']:.2f}x** |"
+                f"| {row['arch']} | {row['params'] / 1e6:.1f}M | {row['epochs']} | "
+                f"{row['dense_s']:.2f} | {row['job_s']:.2f} | **{row['ratio']:.3f}** ({pairs}) | "
+                + " | ".join(
+                    f"{phases.get(p, 0.0):.2f}s"
+                    for p in ("scoring", "masking", "finetuning", "evaluation")
+                )
+                + f" | {memory:.1f}x |"
             )
-    nm = results["two_four"]
-    lines += ["", "### 2:4 semi-structured kernels (fp16, 1024 tokens)", ""]
-    if not nm["measured"]:
-        lines.append(f"Not measured: {nm['reason'] or 'no layer accepted by the kernel'}.")
-    if nm["layers"]:
-        lines += ["| layer | shape | dense ms | sparse ms | speedup |", "|---|---|---|---|---|"]
-    for layer in nm["layers"]:
-        if "speedup" in layer:
-            lines.append(
-                f"| {layer['name']} | {layer['shape']} | {1e3 * layer['dense_s']:.3f} | "
-                f"{1e3 * layer['sparse_s']:.3f} | **{layer['speedup']:.2f}x** |"
-            )
-        else:
-            lines.append(
-                f"| {layer['name']} | {layer['shape']} | skipped: {layer['skipped']} | | |"
-            )
+    if "structured" in results:
+        lines += [
+            "",
+            "### Channel pruning: measured latency on the device",
+            "",
+            "| ratio | round_to | conv widths | batch | dense ms | pruned ms | speedup |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for row in results["structured"]:
+            if "refused" in row:
+                lines.append(
+                    f"| {row['ratio']} | {row['round_to']} | refused: {row['refused']} | | | | |"
+                )
+                continue
+            for entry in row["latency"]["batches"]:
+                lines.append(
+                    f"| {row['ratio']} | {row['round_to']} | {row['widths']} | "
+                    f"{entry['batch_size']} | {1e3 * entry['dense']['median_s']:.3f} | "
+                    f"{1e3 * entry['pruned']['median_s']:.3f} | **{entry['speedup']:.2f}x** |"
+                )
+    if "two_four" in results:
+        nm = results["two_four"]
+        lines += ["", "### 2:4 semi-structured kernels (fp16, 1024 tokens)", ""]
+        if not nm["measured"]:
+            lines.append(f"Not measured: {nm['reason'] or 'no layer accepted by the kernel'}.")
+        if nm["layers"]:
+            lines += ["| layer | shape | dense ms | sparse ms | speedup |", "|---|---|---|---|---|"]
+        for layer in nm["layers"]:
+            if "speedup" in layer:
+                lines.append(
+                    f"| {layer['name']} | {layer['shape']} | {1e3 * layer['dense_s']:.3f} | "
+                    f"{1e3 * layer['sparse_s']:.3f} | **{layer['speedup']:.2f}x** |"
+                )
+            else:
+                lines.append(
+                    f"| {layer['name']} | {layer['shape']} | skipped: {layer['skipped']} | | |"
+                )
+    if "scoring_memory" in results:
+        row = results["scoring_memory"]
+        model = row["model_bytes"]
+        lines += [
+            "",
+            "### Memory of scoring and selection",
+            "",
+            f"Transformer of {row['params'] / 1e6:.1f}M parameters ({_mib(model)}), adaptive "
+            "criterion on 4 calibration batches of 32 sequences; peaks above the model and its "
+            "batches already on the device.",
+            "",
+            "| phase | time (s) | peak above baseline | / model size |",
+            "|---|---|---|---|",
+            f"| scoring | {row['scoring_s']:.3f} | {_mib(row['scoring_peak_bytes'])} | "
+            f"**{row['scoring_peak_bytes'] / model:.2f}x** |",
+            f"| global selection (scores held) | {row['selection_s']:.3f} | "
+            f"{_mib(row['selection_peak_bytes'])} | "
+            f"**{row['selection_peak_bytes'] / model:.2f}x** |",
+        ]
+    if "selection" in results:
+        row = results["selection"]
+        lines += [
+            "",
+            "### Global threshold selection at scale",
+            "",
+            f"{row['values'] / 1e6:.0f}M scores in {row['layers']} layers "
+            f"({_mib(row['score_bytes'])}), 90 % pruned; medians. Exact selection "
+            f"(pruned count {row['pruned']:,} of {row['expected']:,} asked, every pruned score "
+            f"<= every kept score): **{'yes' if row['exact'] else 'NO'}**.",
+            "",
+            "| method | values | time (ms) | extra memory |",
+            "|---|---|---|---|",
+            f"| core.masks (bisection over per-layer counts) | {row['values'] / 1e6:.0f}M | "
+            f"{1e3 * row['ours_s']:.1f} | {_mib(row['ours_peak_bytes'])} |",
+            f"| torch.cat + torch.topk (threshold only) | {row['values'] / 1e6:.0f}M | "
+            f"{1e3 * row['cat_topk_s']:.1f} | {_mib(row['cat_topk_peak_bytes'])} |",
+            f"| core.masks | {row['subset_values'] / 1e6:.1f}M | "
+            f"{1e3 * row['ours_subset_s']:.1f} | |",
+            f"| torch.cat + torch.kthvalue (threshold only) | {row['subset_values'] / 1e6:.1f}M | "
+            f"{1e3 * row['kthvalue_s']:.1f} | |",
+        ]
+    if "jobs_allocated" in results:
+        allocated = results["jobs_allocated"]
+        lines += [
+            "",
+            "### Many jobs in one process",
+            "",
+            f"{len(allocated)} cnn2d jobs back to back; bytes allocated on the device after each: "
+            + ", ".join(f"{b:,}" for b in allocated)
+            + f" (growth from the first: **{allocated[-1] - allocated[0]:,} bytes**).",
+        ]
     return "\n".join(lines)
 
 
@@ -285,6 +544,7 @@ def main() -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes; any device")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--json", type=Path, help="also write the figures here as JSON")
     args = parser.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print(
@@ -301,14 +561,30 @@ def main() -> int:
     transformer = build_builtin(
         "transformer", input_shape=size["sequence"], num_classes=10, **size["transformer"]
     )
-    results = {
-        "overhead": [
+    results: dict[str, Any] = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
+        "torch": torch.__version__,
+    }
+    sections = {
+        "overhead": lambda: [
             overhead("cnn2d", cnn, images, size=size, device=device),
             overhead("transformer", transformer, sequences, size=size, device=device),
         ],
-        "structured": structured(cnn, images, size=size, device=device),
-        "two_four": two_four(transformer, sequences, size=size, device=device),
+        "structured": lambda: structured(cnn, images, size=size, device=device),
+        "two_four": lambda: two_four(transformer, sequences, size=size, device=device),
+        "scoring_memory": lambda: scoring_memory(sequences, size=size, device=device),
+        "selection": lambda: selection_at_scale(size=size, device=device),
+        "jobs_allocated": lambda: memory_across_jobs(images, size=size, device=device),
     }
+    begun = time.perf_counter()
+    for section, run in sections.items():
+        results[section] = run()
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        print(f"[{time.perf_counter() - begun:7.1f}s] {section} done", flush=True)
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2, default=str))
     text = render(results, device)
     print(text)
     if not args.no_write and not args.smoke:
