@@ -16,7 +16,7 @@ One script, run on a machine with a CUDA GPU:
    every pruned Linear (`core.semistructured`), slowdowns included.
 4. Memory and selection at scale: peak memory of adaptive scoring and of global mask selection
    on a larger transformer, as multiples of the model's size; global selection over about 200 M
-   scores (`core.masks`, bisection over per-layer counts) against concatenate-then-topk and
+   scores (`core.masks`, radix selection layer by layer) against concatenate-then-topk and
    concatenate-then-kthvalue, with the selection checked exact.
 5. Many jobs in one process: GPU memory allocated after each of several jobs (no growth allowed).
 
@@ -240,7 +240,7 @@ def structured(
             rows.append({"ratio": ratio, "round_to": round_to, "refused": str(refused)})
             continue
         latency = compare_latency(
-            dense=outcome.dense_model.eval(),
+            dense=outcome.dense_model.to(device).eval(),
             pruned=outcome.model.eval(),
             features=data.x_val,
             device=str(device),
@@ -515,7 +515,7 @@ def render(results: dict[str, Any], device: torch.device) -> str:
             "",
             "| method | values | time (ms) | extra memory |",
             "|---|---|---|---|",
-            f"| core.masks (bisection over per-layer counts) | {row['values'] / 1e6:.0f}M | "
+            f"| core.masks (radix select, layer by layer) | {row['values'] / 1e6:.0f}M | "
             f"{1e3 * row['ours_s']:.1f} | {_mib(row['ours_peak_bytes'])} |",
             f"| torch.cat + torch.topk (threshold only) | {row['values'] / 1e6:.0f}M | "
             f"{1e3 * row['cat_topk_s']:.1f} | {_mib(row['cat_topk_peak_bytes'])} |",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from core.errors import PruneCancelled, TrainingDiverged
+from core.precision import autocast
 
 StopCheck = Callable[[], bool]
 
@@ -65,13 +65,6 @@ def batches(
         end = starts[index + 1] if index + 1 < len(starts) else count
         rows = order[start:end]
         yield x[rows], y[rows]
-
-
-def autocast(device: torch.device) -> AbstractContextManager[object]:
-    """bf16 autocast on CUDA (no loss scaling needed), plain float32 elsewhere."""
-    if device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return nullcontext()
 
 
 def distillation_loss(

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from core.precision import autocast
 from core.spec import PruneSpec
 
 AUTO_CANDIDATES = ("magnitude", "taylor", "activation", "adaptive")
@@ -166,7 +167,10 @@ def _collect(ctx: ScoringContext, *, gradients: bool, activations: bool) -> _Sta
             for p in params:
                 p.requires_grad_(gradients or p.requires_grad)
             for x, y in ctx.batches:
-                loss = ctx.loss_fn(ctx.model(x), y)
+                # the same bf16 autocast as fine-tuning on CUDA: scores rank the weights of the
+                # model as it trains, at the cost of a training batch, not of an fp32 one
+                with autocast(x.device):
+                    loss = ctx.loss_fn(ctx.model(x), y)
                 if not gradients:
                     continue
                 if loss.numel() != 1:
@@ -214,7 +218,8 @@ def _activation_scores(ctx: ScoringContext, norms: Mapping[str, Tensor]) -> dict
 
 def _per_layer_mean_normalised(score: Tensor) -> Tensor:
     mean = score.mean()
-    return score / mean if mean > 0 else score
+    # torch.where instead of `if mean > 0`: no host sync per layer on a GPU
+    return torch.where(mean > 0, score / mean, score)
 
 
 class MagnitudeImportance:

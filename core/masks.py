@@ -6,7 +6,7 @@ A mask is a bool tensor shaped like its weight; True means the weight is kept.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Literal
 
 import torch
@@ -83,7 +83,8 @@ def _previous_masks(
 
 def _effective_scores(score: Tensor, kept: Tensor) -> Tensor:
     """Flat float scores where already-pruned weights (and NaN scores) rank lowest (-inf)."""
-    flat = score.detach().reshape(-1).float()
+    # + 0.0 turns -0.0 into +0.0, so the two zeros tie as they do in float comparison
+    flat = score.detach().reshape(-1).float() + 0.0
     drop = ~kept.reshape(-1) | torch.isnan(flat)
     return flat.masked_fill(drop, float("-inf"))
 
@@ -102,8 +103,8 @@ def unstructured_masks(
     Global scope prunes k = round(sparsity * total) weights over all layers: each layer offers
     its lowest-scored `numel - floor` weights as candidates (all of its already-pruned weights
     when `previous` pruned more than that), and the k lowest candidates are pruned; the cut is
-    found by bisection over per-layer counts, so no tensor spans all layers. When the floors
-    allow fewer than k, every candidate is pruned.
+    found by radix selection over the layers one at a time, so no tensor spans all layers. When
+    the floors allow fewer than k, every candidate is pruned.
     Layer scope prunes round(s_l * numel_l) weights in each layer, s_l taken from
     `layer_sparsity` when it names the layer, else `sparsity`, capped by the floor.
 
@@ -162,65 +163,102 @@ def _sortable_keys(flat: Tensor) -> Tensor:
     return torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
 
 
+_RADIX_BITS = 8
+_KEY_OFFSET = 2**31  # _sortable_keys + offset lies in [0, 2**32): unsigned digits
+
+
+def _kth_lowest_key(keys_of: Callable[[str], Tensor], names: Sequence[str], k: int) -> int:
+    """The k-th lowest key (1-based) over the named layers' keys, by radix selection.
+
+    Four passes of 8 bits, most significant first: each pass histograms the digit of the keys
+    that share the prefix found so far (the others land in a spill bin), layer by layer on the
+    device, and the bucket holding the k-th key extends the prefix. One host sync per pass.
+    """
+    prefix = 0
+    for shift in range(32 - _RADIX_BITS, -1, -_RADIX_BITS):
+        histogram: Tensor | None = None
+        for name in names:
+            keys = keys_of(name) + _KEY_OFFSET
+            digit = (keys >> shift) & (2**_RADIX_BITS - 1)
+            if shift < 32 - _RADIX_BITS:
+                digit = torch.where(
+                    (keys >> (shift + _RADIX_BITS)) == prefix, digit, 2**_RADIX_BITS
+                )
+            counts = torch.bincount(digit, minlength=2**_RADIX_BITS + 1)
+            histogram = counts if histogram is None else histogram + counts
+        assert histogram is not None
+        cumulative = histogram[: 2**_RADIX_BITS].cumsum(0).cpu()
+        bucket = int(torch.searchsorted(cumulative, k))
+        k -= int(cumulative[bucket - 1]) if bucket > 0 else 0
+        prefix = (prefix << _RADIX_BITS) | bucket
+    return prefix - _KEY_OFFSET
+
+
 def _global_masks(
     scores: Mapping[str, Tensor], *, kept: Mapping[str, Tensor], sparsity: float, min_density: float
 ) -> dict[str, Tensor]:
     """Global selection without joining the layers' scores into one tensor.
 
-    The cut is found by bisection over the float32 keys: g(T) = sum over layers of
-    min(cap_l, #{key_l <= T}) is monotone in T, and the smallest T with g(T) >= k is the k-th
-    lowest candidate. Each pass reads one layer at a time, so the extra memory is a few
-    copies of the largest layer, not of the whole model (about 32 passes for float32 keys).
+    With caps c_l (what each layer may lose above its floor), the cut is the smallest key T with
+    g(T) = sum_l min(c_l, #{key_l <= T}) >= k, and the k pruned weights are the keys below T plus
+    ties at T. T is found by water-filling: the k-th lowest key over the uncapped layers (radix
+    selection, `_kth_lowest_key`) is a lower bound on T; a layer holding more than its cap at or
+    below that bound holds more at T too, so it gives exactly its cap and leaves the pool, and the
+    rest is selected again until no layer overflows. Each pass reads one layer at a time, so the
+    extra memory is a few copies of the largest layer; host syncs are a handful per call, not
+    per layer.
     """
     names = list(scores)
     if not names:
         return {}
-    total = sum(scores[name].numel() for name in names)
-    already = total - sum(int(kept[name].sum().item()) for name in names)
+
+    def keys_of(name: str) -> Tensor:
+        return _sortable_keys(_effective_scores(scores[name], kept[name]))
+
+    numel = {name: scores[name].numel() for name in names}
+    kept_counts = torch.stack([kept[name].sum() for name in names]).tolist()
+    layer_already = {name: numel[name] - int(c) for name, c in zip(names, kept_counts, strict=True)}
+    total = sum(numel.values())
     target = round(sparsity * total)
-    if target <= already:
+    if target <= sum(layer_already.values()):
         return {name: kept[name].clone() for name in names}
-    caps: dict[str, int] = {}
-    low, high = None, None
-    for name in names:
-        numel = scores[name].numel()
-        layer_already = numel - int(kept[name].sum().item())
-        caps[name] = max(numel - layer_floor(numel=numel, min_density=min_density), layer_already)
-        keys = _sortable_keys(_effective_scores(scores[name], kept[name]))
-        low = int(keys.min()) if low is None else min(low, int(keys.min()))
-        high = int(keys.max()) if high is None else max(high, int(keys.max()))
-    assert low is not None and high is not None
+    caps = {
+        name: max(numel[name] - layer_floor(numel=numel[name], min_density=min_density), already)
+        for name, already in layer_already.items()
+    }
     target = min(target, sum(caps.values()))
 
-    def selected(cut: int, *, strict: bool) -> int:
-        count = 0
-        for name in names:
-            keys = _sortable_keys(_effective_scores(scores[name], kept[name]))
-            below = int((keys < cut).sum()) if strict else int((keys <= cut).sum())
-            count += min(caps[name], below)
-        return count
+    full: set[str] = set()  # layers that give exactly their cap
+    cut: int | None = None
+    while True:
+        remaining = target - sum(caps[name] for name in full)
+        pool = [name for name in names if name not in full]
+        if remaining <= 0 or not pool:
+            break
+        bound = _kth_lowest_key(keys_of, pool, remaining)
+        cut = bound if cut is None else max(cut, bound)
+        at_or_below = torch.stack([(keys_of(name) <= cut).sum() for name in pool]).tolist()
+        overflowing = {n for n, c in zip(pool, at_or_below, strict=True) if c > caps[n]}
+        if not overflowing:
+            break
+        full |= overflowing
+    assert cut is not None
 
-    while low < high:  # smallest cut with selected(cut) >= target
-        middle = (low + high) // 2
-        if selected(middle, strict=False) >= target:
-            high = middle
-        else:
-            low = middle + 1
-    cut = low
-    room = target - selected(cut, strict=True)
+    counts = torch.stack(
+        [torch.stack([(k < cut).sum(), (k == cut).sum()]) for k in map(keys_of, names)]
+    ).tolist()
+    room = target - sum(min(caps[n], below) for n, (below, _) in zip(names, counts, strict=True))
     masks: dict[str, Tensor] = {}
-    for name in names:
+    for name, (count, tie_count) in zip(names, counts, strict=True):
         flat = _effective_scores(scores[name], kept[name])
-        keys = _sortable_keys(flat)
-        below = keys < cut
-        count = int(below.sum())
         if count >= caps[name]:
             prune = _select_lowest(flat, caps[name])
         else:
+            keys = _sortable_keys(flat)
             ties = keys == cut
             # ties at the cut go to the earlier layer, then the lower index, within the cap
-            take = min(room, caps[name] - count, int(ties.sum()))
-            prune = below | (ties & (torch.cumsum(ties.long(), dim=0) <= take))
+            take = min(room, caps[name] - count, tie_count)
+            prune = (keys < cut) | (ties & (torch.cumsum(ties.long(), dim=0) <= take))
             room -= take
         masks[name] = ~prune.view(scores[name].shape)
     return masks

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from core.masks import (
     apply_masks,
+    layer_floor,
     measured_sparsity,
     nm_incompatible,
     nm_masks,
@@ -258,4 +259,32 @@ def test_global_masks_with_many_ties_match_a_sorted_reference(sparsity: float) -
         for index in torch.nonzero(~mask.reshape(-1)).reshape(-1)
     }
     floors = {name: math.ceil(0.3 * s.numel()) for name, s in scores.items()}
+    assert got == reference_global_pruned(scores, sparsity=sparsity, floors=floors)
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_global_masks_match_a_sorted_reference_when_floors_bind(seed: int) -> None:
+    # Layers on very different scales: the small ones would be emptied without their floors, so
+    # the selection must hand them exactly their cap and find the cut among the others.
+    generator = torch.Generator().manual_seed(seed)
+    count = int(torch.randint(1, 6, (1,), generator=generator))
+    scores = {}
+    for layer in range(count):
+        shape = tuple(int(d) for d in torch.randint(1, 9, (2,), generator=generator))
+        scale = 10.0 ** float(torch.randint(-6, 3, (1,), generator=generator))
+        values = torch.randn(shape, generator=generator) * scale
+        if layer % 2:  # integer-valued layers give ties inside and across layers
+            values = values.round()
+        scores[f"l{layer}"] = values
+    min_density = float(torch.rand(1, generator=generator)) * 0.6
+    sparsity = float(torch.rand(1, generator=generator)) * 0.99
+    masks = unstructured_masks(scores, sparsity=sparsity, scope="global", min_density=min_density)
+    got = {
+        (name, int(index))
+        for name, mask in masks.items()
+        for index in torch.nonzero(~mask.reshape(-1)).reshape(-1)
+    }
+    floors = {
+        name: layer_floor(numel=s.numel(), min_density=min_density) for name, s in scores.items()
+    }
     assert got == reference_global_pruned(scores, sparsity=sparsity, floors=floors)
