@@ -65,10 +65,17 @@ def commit() -> str:
         return "unknown"
 
 
-def write_section(name: str, body: str, *, path: Path = BENCHMARKS) -> None:
-    """Replace (or append) section `name` of docs/benchmarks.md, stamped with how it was made."""
+def write_section(
+    name: str, body: str, *, path: Path = BENCHMARKS, stamp_note: str | None = None
+) -> None:
+    """Replace (or append) section `name` of docs/benchmarks.md, stamped with how it was made.
+
+    `stamp_note` replaces the machine in the stamp when the figures were measured elsewhere and
+    the body already names where (bench/gpu.py --from-json).
+    """
+    where = stamp_note if stamp_note is not None else f"machine: {machine()}"
     stamp = (
-        f"_Command: `{command()}` · machine: {machine()} · date: "
+        f"_Command: `{command()}` · {where} · date: "
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC · commit {commit()}_\n\n"
     )
     block = f"<!-- {name}:start -->\n{body.rstrip()}\n\n{stamp}<!-- {name}:end -->"

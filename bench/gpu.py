@@ -34,6 +34,7 @@ import statistics
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +44,14 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import write_section
+from bench.common import command, machine, write_section
 from core.data import TaskData
 from core.errors import SpecInvalid
 from core.finetune import epoch_generator, to_tensors, train_epoch
 from core.importance import ScoringContext, make_importance
 from core.latency import compare_latency
 from core.loop import prune
-from core.masks import prunable_parameters, unstructured_masks
+from core.masks import apply_masks, nm_masks, prunable_parameters, unstructured_masks
 from core.models import build_builtin
 from core.semistructured import measure_two_four
 from core.spec import JobSpec
@@ -266,6 +267,20 @@ def two_four(
     return measure_two_four(outcome.model, device=device)
 
 
+LLM_SHAPES = ((4096, 4096), (11008, 4096), (4096, 11008))
+
+
+def two_four_shapes(*, size: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """The 2:4 kernel at LLM-like Linear shapes (4096 tokens), magnitude 2:4 weights."""
+    shapes = LLM_SHAPES if size is SIZES["full"] else ((64, 64), (128, 64))
+    torch.manual_seed(0)
+    layers = nn.Sequential(*(nn.Linear(i, o, bias=False) for o, i in shapes))
+    params = prunable_parameters(layers)
+    masks = nm_masks({n: p.detach().abs() for n, p in params.items()}, n=2, m=4)
+    apply_masks(params, masks)
+    return measure_two_four(layers, device=device, tokens=4096 if size is SIZES["full"] else 64)
+
+
 def _timed(function: Any, *, device: torch.device, repeats: int) -> tuple[float, int]:
     """Median seconds of `repeats` calls after one warm-up, and the peak bytes allocated above
     what was allocated before the calls (0 off CUDA)."""
@@ -417,10 +432,27 @@ def _mib(value: float) -> str:
     return f"{value / 2**20:.0f} MiB"
 
 
-def render(results: dict[str, Any], device: torch.device) -> str:
+def _two_four_rows(nm: dict[str, Any]) -> list[str]:
+    lines = []
+    if not nm["measured"]:
+        lines.append(f"Not measured: {nm['reason'] or 'no layer accepted by the kernel'}.")
+    if nm["layers"]:
+        lines += ["| layer | shape | dense ms | sparse ms | speedup |", "|---|---|---|---|---|"]
+    for layer in nm["layers"]:
+        if "speedup" in layer:
+            lines.append(
+                f"| {layer['name']} | {layer['shape']} | {1e3 * layer['dense_s']:.3f} | "
+                f"{1e3 * layer['sparse_s']:.3f} | **{layer['speedup']:.2f}x** |"
+            )
+        else:
+            skipped = layer["skipped"]
+            lines.append(f"| {layer['name']} | {layer['shape']} | skipped: {skipped} | | |")
+    return lines
+
+
+def render(results: dict[str, Any]) -> str:
     """The markdown section; sections missing from `results` (a run cut short) are left out."""
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
-    lines = ["## GPU (`bench/gpu.py`)", "", f"Device: **{name}**.", ""]
+    lines = ["## GPU (`bench/gpu.py`)", "", f"Device: **{results['device']}**.", ""]
     if "overhead" in results:
         lines += [
             "### Loop overhead and per-step phases (bf16 autocast)",
@@ -467,22 +499,11 @@ def render(results: dict[str, Any], device: torch.device) -> str:
                     f"{1e3 * entry['pruned']['median_s']:.3f} | **{entry['speedup']:.2f}x** |"
                 )
     if "two_four" in results:
-        nm = results["two_four"]
-        lines += ["", "### 2:4 semi-structured kernels (fp16, 1024 tokens)", ""]
-        if not nm["measured"]:
-            lines.append(f"Not measured: {nm['reason'] or 'no layer accepted by the kernel'}.")
-        if nm["layers"]:
-            lines += ["| layer | shape | dense ms | sparse ms | speedup |", "|---|---|---|---|---|"]
-        for layer in nm["layers"]:
-            if "speedup" in layer:
-                lines.append(
-                    f"| {layer['name']} | {layer['shape']} | {1e3 * layer['dense_s']:.3f} | "
-                    f"{1e3 * layer['sparse_s']:.3f} | **{layer['speedup']:.2f}x** |"
-                )
-            else:
-                lines.append(
-                    f"| {layer['name']} | {layer['shape']} | skipped: {layer['skipped']} | | |"
-                )
+        lines += ["", "### 2:4 semi-structured kernels: the transformer (fp16, 1024 tokens)"]
+        lines += ["", *_two_four_rows(results["two_four"])]
+    if "two_four_shapes" in results:
+        lines += ["", "### 2:4 semi-structured kernels: LLM-like shapes (fp16, 4096 tokens)"]
+        lines += ["", *_two_four_rows(results["two_four_shapes"])]
     if "scoring_memory" in results:
         row = results["scoring_memory"]
         model = row["model_bytes"]
@@ -515,11 +536,11 @@ def render(results: dict[str, Any], device: torch.device) -> str:
             "",
             "| method | values | time (ms) | extra memory |",
             "|---|---|---|---|",
-            f"| core.masks (radix select, layer by layer) | {row['values'] / 1e6:.0f}M | "
+            f"| core.masks (radix selection, layer by layer) | {row['values'] / 1e6:.0f}M | "
             f"{1e3 * row['ours_s']:.1f} | {_mib(row['ours_peak_bytes'])} |",
             f"| torch.cat + torch.topk (threshold only) | {row['values'] / 1e6:.0f}M | "
             f"{1e3 * row['cat_topk_s']:.1f} | {_mib(row['cat_topk_peak_bytes'])} |",
-            f"| core.masks | {row['subset_values'] / 1e6:.1f}M | "
+            f"| core.masks (joined int32 keys, one topk) | {row['subset_values'] / 1e6:.1f}M | "
             f"{1e3 * row['ours_subset_s']:.1f} | |",
             f"| torch.cat + torch.kthvalue (threshold only) | {row['subset_values'] / 1e6:.1f}M | "
             f"{1e3 * row['kthvalue_s']:.1f} | |",
@@ -537,6 +558,29 @@ def render(results: dict[str, Any], device: torch.device) -> str:
     return "\n".join(lines)
 
 
+SECTIONS = (
+    "overhead",
+    "structured",
+    "two_four",
+    "two_four_shapes",
+    "scoring_memory",
+    "selection",
+    "jobs_allocated",
+)
+
+
+def write_from_json(paths: list[Path]) -> None:
+    """Merge the JSON of one or more runs (later files win per section) and write the section,
+    stamped with the machine, command and date that the runs recorded."""
+    merged: dict[str, Any] = {}
+    for path in paths:
+        merged |= json.loads(path.read_text())
+    stamps = {json.loads(path.read_text())["stamp"] for path in paths}
+    body = render(merged)
+    body += "\n\n" + "\n".join(f"Measured: {stamp}" for stamp in sorted(stamps))
+    write_section("gpu", body, stamp_note="rendered from the runs' JSON")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -545,7 +589,24 @@ def main() -> int:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the figures here as JSON")
+    parser.add_argument(
+        "--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}"
+    )
+    parser.add_argument("--repeats", type=int, help="interleaved job/dense pairs per model")
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        nargs="+",
+        help="write docs/benchmarks.md from earlier runs' --json files (no measuring)",
+    )
     args = parser.parse_args()
+    if args.from_json:
+        write_from_json(args.from_json)
+        return 0
+    chosen = [name.strip() for name in args.sections.split(",") if name.strip()]
+    unknown = sorted(set(chosen) - set(SECTIONS))
+    if unknown:
+        parser.error(f"--sections: unknown {unknown}; known: {', '.join(SECTIONS)}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print(
             "bench/gpu.py: no CUDA device; use --smoke --device cpu to check the script",
@@ -553,7 +614,9 @@ def main() -> int:
         )
         return 2
     device = torch.device(args.device)
-    size = SIZES["smoke" if args.smoke else "full"]
+    size = dict(SIZES["smoke" if args.smoke else "full"])
+    if args.repeats is not None:
+        size["repeats"] = args.repeats
     images = synthetic_task("images", size["image"], train=size["train"], val=size["val"])
     sequences = synthetic_task("sequences", size["sequence"], train=size["train"], val=size["val"])
     torch.manual_seed(0)
@@ -563,29 +626,30 @@ def main() -> int:
     )
     results: dict[str, Any] = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
-        "torch": torch.__version__,
+        "stamp": f"`{command()}` · {machine()} · {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
     }
-    sections = {
+    runs = {
         "overhead": lambda: [
             overhead("cnn2d", cnn, images, size=size, device=device),
             overhead("transformer", transformer, sequences, size=size, device=device),
         ],
         "structured": lambda: structured(cnn, images, size=size, device=device),
         "two_four": lambda: two_four(transformer, sequences, size=size, device=device),
+        "two_four_shapes": lambda: two_four_shapes(size=size, device=device),
         "scoring_memory": lambda: scoring_memory(sequences, size=size, device=device),
         "selection": lambda: selection_at_scale(size=size, device=device),
         "jobs_allocated": lambda: memory_across_jobs(images, size=size, device=device),
     }
     begun = time.perf_counter()
-    for section, run in sections.items():
-        results[section] = run()
+    for section in chosen:
+        results[section] = runs[section]()
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
         print(f"[{time.perf_counter() - begun:7.1f}s] {section} done", flush=True)
         if args.json:
             args.json.write_text(json.dumps(results, indent=2, default=str))
-    text = render(results, device)
+    text = render(results)
     print(text)
     if not args.no_write and not args.smoke:
         write_section("gpu", text)

@@ -103,8 +103,9 @@ def unstructured_masks(
     Global scope prunes k = round(sparsity * total) weights over all layers: each layer offers
     its lowest-scored `numel - floor` weights as candidates (all of its already-pruned weights
     when `previous` pruned more than that), and the k lowest candidates are pruned; the cut is
-    found by radix selection over the layers one at a time, so no tensor spans all layers. When
-    the floors allow fewer than k, every candidate is pruned.
+    found by one topk over the joined keys of a small model (up to 16 M weights) and by radix
+    selection over the layers one at a time for a larger one, so that no tensor spans all of a
+    large model's layers. When the floors allow fewer than k, every candidate is pruned.
     Layer scope prunes round(s_l * numel_l) weights in each layer, s_l taken from
     `layer_sparsity` when it names the layer, else `sparsity`, capped by the floor.
 
@@ -165,15 +166,27 @@ def _sortable_keys(flat: Tensor) -> Tensor:
 
 _RADIX_BITS = 8
 _KEY_OFFSET = 2**31  # _sortable_keys + offset lies in [0, 2**32): unsigned digits
+# Pools up to this many keys are joined (as int32, 64 MiB at most) and cut with one topk: on a
+# GPU a small model's selection is bound by kernel launches and host syncs, not by bytes.
+_JOINED_KEYS_MAX = 2**24
 
 
-def _kth_lowest_key(keys_of: Callable[[str], Tensor], names: Sequence[str], k: int) -> int:
-    """The k-th lowest key (1-based) over the named layers' keys, by radix selection.
+def _kth_lowest_key(
+    keys_of: Callable[[str], Tensor], names: Sequence[str], k: int, *, size: int
+) -> int:
+    """The k-th lowest key (1-based) over the named layers' keys, `size` of them in all.
 
-    Four passes of 8 bits, most significant first: each pass histograms the digit of the keys
-    that share the prefix found so far (the others land in a spill bin), layer by layer on the
-    device, and the bucket holding the k-th key extends the prefix. One host sync per pass.
+    A pool of at most `_JOINED_KEYS_MAX` keys is joined and cut with torch.topk over the smaller
+    side. A larger one is radix-selected: four passes of 8 bits, most significant first, each
+    histogramming the digit of the keys that share the prefix found so far (the others land in a
+    spill bin), layer by layer on the device; the bucket holding the k-th key extends the prefix.
+    Extra memory: a few copies of the largest layer, and one host sync per pass.
     """
+    if size <= _JOINED_KEYS_MAX or len(names) == 1:
+        joined = torch.cat([keys_of(name).to(torch.int32) for name in names])
+        if k <= size - k + 1:
+            return int(torch.topk(joined, k, largest=False).values.max())
+        return int(torch.topk(joined, size - k + 1, largest=True).values.min())
     prefix = 0
     for shift in range(32 - _RADIX_BITS, -1, -_RADIX_BITS):
         histogram: Tensor | None = None
@@ -197,16 +210,16 @@ def _kth_lowest_key(keys_of: Callable[[str], Tensor], names: Sequence[str], k: i
 def _global_masks(
     scores: Mapping[str, Tensor], *, kept: Mapping[str, Tensor], sparsity: float, min_density: float
 ) -> dict[str, Tensor]:
-    """Global selection without joining the layers' scores into one tensor.
+    """Global selection that never joins a large model's scores into one tensor.
 
     With caps c_l (what each layer may lose above its floor), the cut is the smallest key T with
     g(T) = sum_l min(c_l, #{key_l <= T}) >= k, and the k pruned weights are the keys below T plus
     ties at T. T is found by water-filling: the k-th lowest key over the uncapped layers (radix
     selection, `_kth_lowest_key`) is a lower bound on T; a layer holding more than its cap at or
     below that bound holds more at T too, so it gives exactly its cap and leaves the pool, and the
-    rest is selected again until no layer overflows. Each pass reads one layer at a time, so the
-    extra memory is a few copies of the largest layer; host syncs are a handful per call, not
-    per layer.
+    rest is selected again until no layer overflows. Past the joined-keys limit each pass reads
+    one layer at a time, so the extra memory is a few copies of the largest layer; host syncs are
+    a handful per call, not per layer.
     """
     names = list(scores)
     if not names:
@@ -235,7 +248,7 @@ def _global_masks(
         pool = [name for name in names if name not in full]
         if remaining <= 0 or not pool:
             break
-        bound = _kth_lowest_key(keys_of, pool, remaining)
+        bound = _kth_lowest_key(keys_of, pool, remaining, size=sum(numel[name] for name in pool))
         cut = bound if cut is None else max(cut, bound)
         at_or_below = torch.stack([(keys_of(name) <= cut).sum() for name in pool]).tolist()
         overflowing = {n for n, c in zip(pool, at_or_below, strict=True) if c > caps[n]}

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+import core.masks
 from core.masks import (
     apply_masks,
     layer_floor,
@@ -246,7 +247,9 @@ def reference_global_pruned(
 
 
 @pytest.mark.parametrize("sparsity", [0.1, 0.45, 0.8])
-def test_global_masks_with_many_ties_match_a_sorted_reference(sparsity: float) -> None:
+def test_global_masks_with_many_ties_match_a_sorted_reference(
+    sparsity: float, selection_path: str
+) -> None:
     generator = torch.Generator().manual_seed(3)
     scores = {
         name: torch.randint(0, 4, shape, generator=generator).float()
@@ -262,8 +265,19 @@ def test_global_masks_with_many_ties_match_a_sorted_reference(sparsity: float) -
     assert got == reference_global_pruned(scores, sparsity=sparsity, floors=floors)
 
 
+@pytest.fixture(params=["joined", "radix"])
+def selection_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test through both ways of finding the cut: one topk over joined keys (small
+    pools) and radix selection layer by layer (large pools, forced here by a zero limit)."""
+    if request.param == "radix":
+        monkeypatch.setattr(core.masks, "_JOINED_KEYS_MAX", 0)
+    return str(request.param)
+
+
 @pytest.mark.parametrize("seed", range(24))
-def test_global_masks_match_a_sorted_reference_when_floors_bind(seed: int) -> None:
+def test_global_masks_match_a_sorted_reference_when_floors_bind(
+    seed: int, selection_path: str
+) -> None:
     # Layers on very different scales: the small ones would be emptied without their floors, so
     # the selection must hand them exactly their cap and find the cut among the others.
     generator = torch.Generator().manual_seed(seed)
