@@ -44,7 +44,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import command, machine, write_section
+from bench.common import BENCHMARKS, command, machine, write_section
 from core.data import TaskData
 from core.errors import SpecInvalid
 from core.finetune import epoch_generator, to_tensors, train_epoch
@@ -67,6 +67,8 @@ SIZES = {
         "image": (3, 32, 32),
         "sequence": (32, 128),
         "repeats": 3,
+        "llm_shapes": ((4096, 4096), (11008, 4096), (4096, 11008)),
+        "llm_tokens": 4096,
         "large_transformer": {"d_model": 1024, "layers": 8, "heads": 16, "ffn": 4096},
         "selection": {"layers": 48, "shape": (2048, 2048), "kthvalue_values": 11_000_000},
         "jobs": 5,
@@ -81,6 +83,8 @@ SIZES = {
         "image": (3, 16, 16),
         "sequence": (8, 16),
         "repeats": 1,
+        "llm_shapes": ((64, 64), (128, 64)),
+        "llm_tokens": 64,
         "large_transformer": {"d_model": 64, "layers": 2, "heads": 4, "ffn": 128},
         "selection": {"layers": 4, "shape": (64, 64), "kthvalue_values": 8_000},
         "jobs": 2,
@@ -267,18 +271,15 @@ def two_four(
     return measure_two_four(outcome.model, device=device)
 
 
-LLM_SHAPES = ((4096, 4096), (11008, 4096), (4096, 11008))
-
-
 def two_four_shapes(*, size: dict[str, Any], device: torch.device) -> dict[str, Any]:
     """The 2:4 kernel at LLM-like Linear shapes (4096 tokens), magnitude 2:4 weights."""
-    shapes = LLM_SHAPES if size is SIZES["full"] else ((64, 64), (128, 64))
+    shapes = size["llm_shapes"]
     torch.manual_seed(0)
     layers = nn.Sequential(*(nn.Linear(i, o, bias=False) for o, i in shapes))
     params = prunable_parameters(layers)
     masks = nm_masks({n: p.detach().abs() for n, p in params.items()}, n=2, m=4)
     apply_masks(params, masks)
-    return measure_two_four(layers, device=device, tokens=4096 if size is SIZES["full"] else 64)
+    return measure_two_four(layers, device=device, tokens=size["llm_tokens"])
 
 
 def _timed(function: Any, *, device: torch.device, repeats: int) -> tuple[float, int]:
@@ -569,7 +570,7 @@ SECTIONS = (
 )
 
 
-def write_from_json(paths: list[Path]) -> None:
+def write_from_json(paths: list[Path], *, benchmarks: Path) -> None:
     """Merge the JSON of one or more runs (later files win per section) and write the section,
     stamped with the machine, command and date that the runs recorded."""
     merged: dict[str, Any] = {}
@@ -578,7 +579,7 @@ def write_from_json(paths: list[Path]) -> None:
     stamps = {json.loads(path.read_text())["stamp"] for path in paths}
     body = render(merged)
     body += "\n\n" + "\n".join(f"Measured: {stamp}" for stamp in sorted(stamps))
-    write_section("gpu", body, stamp_note="rendered from the runs' JSON")
+    write_section("gpu", body, path=benchmarks, stamp_note="rendered from the runs' JSON")
 
 
 def main() -> int:
@@ -599,9 +600,12 @@ def main() -> int:
         nargs="+",
         help="write docs/benchmarks.md from earlier runs' --json files (no measuring)",
     )
+    parser.add_argument(
+        "--benchmarks", type=Path, default=BENCHMARKS, help="the markdown file to update"
+    )
     args = parser.parse_args()
     if args.from_json:
-        write_from_json(args.from_json)
+        write_from_json(args.from_json, benchmarks=args.benchmarks)
         return 0
     chosen = [name.strip() for name in args.sections.split(",") if name.strip()]
     unknown = sorted(set(chosen) - set(SECTIONS))
@@ -652,7 +656,7 @@ def main() -> int:
     text = render(results)
     print(text)
     if not args.no_write and not args.smoke:
-        write_section("gpu", text)
+        write_section("gpu", text, path=args.benchmarks)
     return 0
 
 

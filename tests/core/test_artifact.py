@@ -5,6 +5,7 @@ import csv
 import hashlib
 import inspect
 import json
+import os
 import pickle
 import subprocess
 import sys
@@ -167,7 +168,11 @@ def test_load_in_a_fresh_process_reproduces_the_manifest_metric_exactly(
         text=True,
         timeout=120,
         check=False,
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+        # a clean environment, but the same packages: keep any PYTHONPATH the suite runs with
+        env={
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+            "PATH": "/usr/bin:/bin",
+        },
     )
     assert completed.returncode == 0, completed.stderr
     metrics = json.loads(completed.stdout.strip().splitlines()[-1])
