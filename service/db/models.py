@@ -96,6 +96,7 @@ class Job(Base):
         UniqueConstraint("tenant_id", "idempotency_key", name="uq_jobs_tenant_idempotency_key"),
         Index("ix_jobs_tenant_created", "tenant_id", "created_at", "id"),
         Index("ix_jobs_state", "state"),
+        Index("ix_jobs_tenant_state", "tenant_id", "state"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)

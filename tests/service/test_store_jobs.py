@@ -3,8 +3,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import inspect
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import func, inspect, select
 
+from service.db.models import ACTIVE_STATES, Base, Job
 from service.errors import IdempotencyConflict, InvalidCursor, JobNotFound, QuotaExceeded
 from service.store import JobStore
 
@@ -38,6 +41,27 @@ def test_migrations_create_the_contract_tables(store: JobStore) -> None:
     )
     columns = {column["name"] for column in inspector.get_columns("jobs")}
     assert {"lease_owner", "heartbeat_at", "request_hash", "progress", "result"} <= columns
+
+
+def test_migrations_match_the_models(store: JobStore) -> None:
+    # Every table, column and index the models declare exists after the migrations, and no more.
+    with store.engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": False})
+        drift = compare_metadata(context, Base.metadata)
+    assert drift == []
+
+
+def test_the_quota_count_reads_the_tenant_state_index(store: JobStore, tenant: int) -> None:
+    indexes = {i["name"]: i["column_names"] for i in inspect(store.engine).get_indexes("jobs")}
+    assert indexes["ix_jobs_tenant_state"] == ["tenant_id", "state"]
+    if store.engine.dialect.name != "sqlite":
+        return
+    # SQLite says which index a query uses: the count must not scan the tenant's whole history
+    query = select(func.count()).where(Job.tenant_id == tenant, Job.state.in_(ACTIVE_STATES))
+    with store.engine.connect() as connection:
+        compiled = query.compile(connection, compile_kwargs={"literal_binds": True})
+        plan = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}").fetchall()
+    assert any("ix_jobs_tenant_state" in str(row) for row in plan), plan
 
 
 def test_new_job_is_queued_with_utc_timestamps(store: JobStore, tenant: int) -> None:
