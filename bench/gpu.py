@@ -605,6 +605,9 @@ def main() -> int:
     )
     args = parser.parse_args()
     if args.from_json:
+        missing = [str(path) for path in args.from_json if not path.is_file()]
+        if missing:
+            parser.error(f"--from-json: no such file: {', '.join(missing)}")
         write_from_json(args.from_json, benchmarks=args.benchmarks)
         return 0
     chosen = [name.strip() for name in args.sections.split(",") if name.strip()]

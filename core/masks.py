@@ -243,23 +243,27 @@ def _global_masks(
 
     full: set[str] = set()  # layers that give exactly their cap
     cut: int | None = None
+    counts: list[list[int]] = []  # per layer: keys below the cut, keys at it
     while True:
         remaining = target - sum(caps[name] for name in full)
         pool = [name for name in names if name not in full]
         if remaining <= 0 or not pool:
-            break
+            break  # the cut and its counts from the last round stand
         bound = _kth_lowest_key(keys_of, pool, remaining, size=sum(numel[name] for name in pool))
         cut = bound if cut is None else max(cut, bound)
-        at_or_below = torch.stack([(keys_of(name) <= cut).sum() for name in pool]).tolist()
-        overflowing = {n for n, c in zip(pool, at_or_below, strict=True) if c > caps[n]}
+        counts = torch.stack(
+            [torch.stack([(k < cut).sum(), (k == cut).sum()]) for k in map(keys_of, names)]
+        ).tolist()
+        overflowing = {
+            name
+            for name, (below, ties) in zip(names, counts, strict=True)
+            if name not in full and below + ties > caps[name]
+        }
         if not overflowing:
             break
         full |= overflowing
     assert cut is not None
 
-    counts = torch.stack(
-        [torch.stack([(k < cut).sum(), (k == cut).sum()]) for k in map(keys_of, names)]
-    ).tolist()
     room = target - sum(min(caps[n], below) for n, (below, _) in zip(names, counts, strict=True))
     masks: dict[str, Tensor] = {}
     for name, (count, tie_count) in zip(names, counts, strict=True):

@@ -56,3 +56,12 @@ def test_unknown_section_is_refused_with_the_known_names() -> None:
     completed = run_script("--smoke", "--device", "cpu", "--no-write", "--sections", "nope")
     assert completed.returncode == 2
     assert "unknown ['nope']" in completed.stderr and "overhead" in completed.stderr
+
+
+def test_missing_json_file_is_named_in_the_error(tmp_path: Path) -> None:
+    markdown = tmp_path / "benchmarks.md"
+    missing = tmp_path / "absent.json"
+    completed = run_script("--from-json", str(missing), "--benchmarks", str(markdown))
+    assert completed.returncode == 2
+    assert f"no such file: {missing}" in completed.stderr
+    assert not markdown.exists()
