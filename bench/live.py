@@ -31,7 +31,7 @@ PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 FINAL = ("succeeded", "failed", "cancelled")
 DEBUG_LAUNCHER = (
     "import logging, sys; logging.basicConfig(level=logging.DEBUG); "
-    "from workers.cli import main; sys.exit(main(sys.argv[1:]))"
+    "from cli.main import main; sys.exit(main(sys.argv[1:]))"
 )
 
 
@@ -86,7 +86,7 @@ class Deployment:
         """
         port = free_port()
         log = (self.root / "api.log").open("ab")
-        launcher = ["-m", "workers.cli"]
+        launcher = ["-m", "cli"]
         if log_level == "debug":
             launcher = ["-c", DEBUG_LAUNCHER]
         arguments = ["api", "--host", "127.0.0.1", "--port", str(port), "--log-level", log_level]
@@ -115,7 +115,7 @@ class Deployment:
         """Start one `adaprune worker` process on the deployment's queue."""
         log = (self.root / f"worker-{len(self.workers)}.log").open("ab")
         worker = subprocess.Popen(
-            [sys.executable, "-m", "workers.cli", "worker", "--queue", self.queue, "--quiet"],
+            [sys.executable, "-m", "cli", "worker", "--queue", self.queue, "--quiet"],
             cwd=ROOT,
             env=dict(self.env, ADAPRUNE_METRICS_PORT="0"),
             stdout=log,

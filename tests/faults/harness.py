@@ -267,7 +267,7 @@ class Deployment:
     def start_worker(self) -> subprocess.Popen[bytes]:
         log = (self.root / f"worker-{len(self.workers):03d}.log").open("wb")
         worker = subprocess.Popen(
-            [sys.executable, "-m", "workers.cli", "worker", "--queue", self.queue],
+            [sys.executable, "-m", "cli", "worker", "--queue", self.queue],
             cwd=ROOT,
             env=self.env,
             stdout=log,

@@ -67,7 +67,7 @@ def test_revoked_key_gets_401_end_to_end(live: Deployment) -> None:
     headers = {"Authorization": f"Bearer {key}"}
     assert httpx.get(f"{live.url}/v1/jobs", headers=headers, timeout=10).status_code == 200
     revoke = subprocess.run(
-        [sys.executable, "-m", "workers.cli", "keys", "revoke", key],
+        [sys.executable, "-m", "cli", "keys", "revoke", key],
         cwd=ROOT,
         env=live.env,
         capture_output=True,

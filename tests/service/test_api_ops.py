@@ -146,7 +146,7 @@ def test_unknown_route_uses_the_error_shape(api: TestClient) -> None:
 
 def test_api_process_never_imports_torch() -> None:
     code = (
-        "import sys, service.main, service.client, service.storage_s3, service.db.migrate;"
+        "import sys, service.main, service.client, service.storage.s3, service.db.migrate;"
         "service.main.create_app();"
         "assert 'torch' not in sys.modules, 'torch imported'"
     )

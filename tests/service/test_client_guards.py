@@ -9,11 +9,11 @@ from typing import Any
 import httpx
 import pytest
 
+from cli.main import main as cli_main
 from service.client import AdapruneClient, ClientError
 from service.settings import ApiSettings
 from service.store import JobStore
 from tests.service.test_client import publish, serve
-from workers.cli import main as cli_main
 
 JOB_ID = "0f6c3b0e-8d4a-4c0e-9a53-6f4d1b2c3a4e"
 

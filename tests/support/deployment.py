@@ -192,7 +192,7 @@ def deployment(root: Path) -> Iterator[Deployment]:
                 [
                     sys.executable,
                     "-m",
-                    "workers.cli",
+                    "cli",
                     "api",
                     "--host",
                     "127.0.0.1",
@@ -207,7 +207,7 @@ def deployment(root: Path) -> Iterator[Deployment]:
         )
         worker = stack.enter_context(
             running(
-                [sys.executable, "-m", "workers.cli", "worker", "--queue", queue, "--quiet"],
+                [sys.executable, "-m", "cli", "worker", "--queue", queue, "--quiet"],
                 log=worker_log,
                 env=dict(env, ADAPRUNE_METRICS_PORT=str(metrics_port)),
                 # Celery's cold shutdown; the job has finished by then.

@@ -88,7 +88,7 @@ class Service:
         env = dict(self.env, ADAPRUNE_METRICS_PORT=str(metrics_port))
         log = (self.root / f"worker-{len(self.workers)}.log").open("wb")
         worker = subprocess.Popen(
-            [sys.executable, "-m", "workers.cli", "worker", "--queue", self.queue],
+            [sys.executable, "-m", "cli", "worker", "--queue", self.queue],
             cwd=ROOT,
             env=env,
             stdout=log,

@@ -21,7 +21,7 @@ from tests.workers.conftest import ROOT, free_port
 
 def _cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "workers.cli", *args],
+        [sys.executable, "-m", "cli", *args],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT), **env},
         capture_output=True,
@@ -73,7 +73,7 @@ def test_the_api_command_never_imports_torch() -> None:
     code = (
         "import sys, uvicorn\n"
         "uvicorn.run = lambda app, **kw: print(type(app).__name__, kw['port'])\n"
-        "from workers.cli import main\n"
+        "from cli.main import main\n"
         "assert main(['api', '--port', '8123']) == 0\n"
         "print('torch' in sys.modules)\n"
     )

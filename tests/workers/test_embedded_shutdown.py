@@ -17,7 +17,7 @@ import httpx
 import pytest
 import redis
 
-from workers.embedded import free_port
+from cli.embedded import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 120.0
@@ -83,7 +83,7 @@ def service_up() -> Iterator[Up]:
     env.update(ADAPRUNE_HOME=str(home), ADAPRUNE_METRICS_PORT="0")
     with (home / "up.log").open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "workers.cli", "up", "--port", str(port)],
+            [sys.executable, "-m", "cli", "up", "--port", str(port)],
             cwd=ROOT,
             env=env,
             stdout=log,

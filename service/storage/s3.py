@@ -11,7 +11,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
-from service.storage import DEFAULT_CHUNK, ArtifactStorage, check_key
+from service.storage.base import DEFAULT_CHUNK, ArtifactStorage, check_key
 
 _MISSING = ("404", "NoSuchKey", "NotFound")
 

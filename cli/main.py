@@ -67,13 +67,13 @@ def load_spec_file(path: str) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from workers.local_run import main as run_main
+    from cli.local_run import main as run_main
 
     return run_main(args.spec, args.out, device=args.device)
 
 
 def _up(args: argparse.Namespace) -> int:
-    from workers.embedded import up
+    from cli.embedded import up
 
     demo = None if args.demo is None else Path(args.demo)
     return up(port=args.port, workers=args.workers, demo_spec=demo)
@@ -137,7 +137,7 @@ def _submit(args: argparse.Namespace) -> int:
         print(job["id"])
         if not args.wait:
             return 0
-        from workers.progress import wait_with_progress
+        from cli.progress import wait_with_progress
 
         final = wait_with_progress(client, job, timeout_s=args.timeout)
     return 0 if final["state"] == "succeeded" else 1

@@ -211,7 +211,7 @@ def child_environment(*, settings: ApiSettings, redis_url: str) -> dict[str, str
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "workers.cli", *args]
+    return [sys.executable, "-m", "cli", *args]
 
 
 @contextmanager
@@ -310,7 +310,7 @@ def up(*, port: int = 8000, workers: int = 1, demo_spec: Path | None = None) -> 
             print(f"API key (tenant {DEFAULT_TENANT!r}): {key}", file=sys.stderr)
             print(f"state: {settings.home} (logs in {logs})", file=sys.stderr)
             if demo_spec is not None:
-                from workers.demo import run_demo
+                from cli.demo import run_demo
 
                 return run_demo(base_url=url, api_key=key, spec_path=demo_spec, home=settings.home)
             print("press Ctrl-C to stop", file=sys.stderr)

@@ -9,8 +9,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from cli.progress import wait_with_progress
 from service.client import AdapruneClient, sha256_file
-from workers.progress import wait_with_progress
 
 DEMO_TIMEOUT_S = 1800.0
 

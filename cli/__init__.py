@@ -1,0 +1,1 @@
+"""The adaprune command line and the embedded local stack (`adaprune up`)."""

@@ -1,0 +1,35 @@
+"""File names of artifacts and checkpoints, and the checksum every reader verifies."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+ARTIFACT_FORMAT = "adaprune/1"
+WEIGHTS = "weights.safetensors"
+MANIFEST = "manifest.json"
+STEPS_CSV = "steps.csv"
+CURVE_PNG = "curve.png"
+
+# a checkpoint directory step-NNNN/ holds these; LATEST names the newest complete one
+CHECKPOINT_LATEST = "LATEST"
+CHECKPOINT_DENSE = "dense.safetensors"
+CHECKPOINT_MODEL = "model.safetensors"
+CHECKPOINT_MASKS = "masks.safetensors"
+CHECKPOINT_OPTIMIZER = "optimizer.safetensors"
+CHECKPOINT_STATE = "state.json"
+CHECKPOINTS_KEPT = 2
+
+
+def checkpoint_dir_name(step: int) -> str:
+    """The directory name of step `step`'s checkpoint: step-NNNN."""
+    return f"step-{step:04d}"
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
