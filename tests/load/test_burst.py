@@ -9,8 +9,9 @@ import pytest
 from bench.live import deployment
 from bench.load import QUOTA, TENANTS, burst
 from tests.security.conftest import redis_or_skip
+from tests.support.redis_url import redis_test_url
 
-REDIS_URL = "redis://127.0.0.1:6379/11"
+REDIS_URL = redis_test_url(11)
 
 
 @pytest.mark.parametrize("requests", [QUOTA * TENANTS + 100])

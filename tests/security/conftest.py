@@ -11,8 +11,9 @@ import pytest
 import redis
 
 from bench.live import Deployment, deployment
+from tests.support.redis_url import redis_test_url
 
-REDIS_URL = "redis://127.0.0.1:6379/12"
+REDIS_URL = redis_test_url(12)
 IN_CI = os.environ.get("CI", "").lower() == "true"
 MAX_BODY_BYTES = 4096
 

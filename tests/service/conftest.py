@@ -24,8 +24,9 @@ from service.main import create_app
 from service.settings import ApiSettings
 from service.store import JobStore
 from tests.support.processes import flushed_redis, free_port, unavailable
+from tests.support.redis_url import redis_test_url
 
-REDIS_URL = "redis://127.0.0.1:6379/15"
+REDIS_URL = redis_test_url(15)
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 ROOT = Path(__file__).resolve().parents[2]
 IN_CI = os.environ.get("CI", "").lower() == "true"

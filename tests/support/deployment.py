@@ -30,9 +30,10 @@ from tests.support.processes import (
     unavailable,
     wait_until,
 )
+from tests.support.redis_url import redis_test_url
 
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
-REDIS_URL = "redis://127.0.0.1:6379/12"
+REDIS_URL = redis_test_url(12)
 FINAL_STATES = ("succeeded", "failed", "cancelled")
 
 

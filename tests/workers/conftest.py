@@ -28,8 +28,9 @@ from service.queue import JobQueue
 from service.settings import ApiSettings
 from service.store import JobStore
 from tests.support.processes import flushed_redis, free_port
+from tests.support.redis_url import redis_test_url
 
-REDIS_URL = "redis://127.0.0.1:6379/14"
+REDIS_URL = redis_test_url(14)
 ROOT = Path(__file__).resolve().parents[2]
 IN_CI = os.environ.get("CI", "").lower() == "true"
 HEARTBEAT_S = 1.0

@@ -16,6 +16,7 @@ from service.db.migrate import upgrade
 from service.db.models import ApiKey
 from service.store import JobStore
 from tests.support.deployment import tiny_spec
+from tests.support.redis_url import redis_test_url
 from tests.workers.conftest import ROOT, free_port
 
 
@@ -80,7 +81,7 @@ def test_the_api_command_never_imports_torch() -> None:
     done = subprocess.run(
         [sys.executable, "-c", code],
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "REDIS_URL": "redis://127.0.0.1:6379/14"},
+        env={**os.environ, "PYTHONPATH": str(ROOT), "REDIS_URL": redis_test_url(14)},
         capture_output=True,
         text=True,
         timeout=60,
