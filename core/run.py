@@ -1,0 +1,284 @@
+"""One pruning run's working context: the model, its data, optimizer and masks, around a RunState.
+
+The phases (planning in `core.planning`, the step in `core.step`, baseline and final fine-tuning
+in `core.loop`) act through the helpers here: training, evaluation, scoring batches, reports,
+checkpoints and the rollback snapshot.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from torch import Tensor, nn
+
+from core.checkpoint import load_latest, save_checkpoint
+from core.data import TaskData
+from core.finetune import (
+    Distillation,
+    batches,
+    epoch_generator,
+    evaluate,
+    to_tensors,
+    train_epoch,
+)
+from core.importance import Importance, ScoringContext, make_importance
+from core.masks import prunable_parameters
+from core.report import Decision, StepCallback, StepReport, StopReason
+from core.run_state import RunState, decode_run_state, encode_run_state
+from core.schedule import AdaptiveController
+from core.sparsify import SparsityPlan, model_sparsity
+from core.spec import JobSpec
+from core.structured import resize_to_shapes, shapes_of
+
+PhaseCallback = Callable[[str], None]
+CheckpointCallback = Callable[[Path], None]
+DENSE_WEIGHTS = "dense.safetensors"
+_CALIBRATION_EPOCH = 10_000_000  # generator offset for calibration batches, apart from epochs
+
+
+@dataclass
+class Snapshot:
+    """The tensors before a step, kept on the CPU; a rollback restores them."""
+
+    model: nn.Module
+    masks: dict[str, Tensor]
+    optimizer: dict[str, Any]
+    plan: SparsityPlan
+
+
+class Run:
+    """The working context of one pruning run; `core.loop.prune()` is its only user."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: TaskData,
+        spec: JobSpec,
+        *,
+        device: torch.device,
+        checkpoint_dir: Path | None,
+        on_step: StepCallback | None,
+        on_phase: PhaseCallback | None,
+        on_checkpoint: CheckpointCallback | None,
+        should_stop: Callable[[], bool] | None,
+    ) -> None:
+        self.spec = spec
+        self.device = device
+        self.model = model.to(device)
+        self.dense_model: nn.Module = model
+        self.checkpoint_dir = checkpoint_dir
+        self.on_step = on_step
+        self.on_phase = on_phase
+        self.on_checkpoint = on_checkpoint
+        self.should_stop = should_stop
+        self.x_train, self.y_train = to_tensors(data.x_train, data.y_train, device=device)
+        self.x_val, self.y_val = to_tensors(data.x_val, data.y_val, device=device)
+        self.example = self.x_train[:1]
+        self.masks: dict[str, Tensor] = {}
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.state = RunState(criterion=spec.prune.criterion, target=spec.prune.target_sparsity)
+        self.controller = AdaptiveController(tolerance=spec.prune.max_metric_drop)
+        self.started = time.perf_counter()
+
+    # ----------------------------------------------------------------- helpers
+    def phase(self, name: str) -> None:
+        if self.on_phase is not None:
+            self.on_phase(name)
+
+    def elapsed(self) -> float:
+        return self.state.counters.elapsed + time.perf_counter() - self.started
+
+    def evaluate(self, model: nn.Module | None = None) -> tuple[float, float]:
+        result = evaluate(model or self.model, x=self.x_val, y=self.y_val)
+        return result.metric, result.loss
+
+    def new_optimizer(self, lr: float) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(
+            self.model.parameters(), lr=lr, weight_decay=self.spec.finetune.weight_decay
+        )
+
+    def _distillation(self) -> Distillation | None:
+        finetune = self.spec.finetune
+        if not finetune.distill:
+            return None
+        return Distillation(
+            teacher=self.dense_model,
+            temperature=finetune.distill_temperature,
+            weight=finetune.distill_weight,
+        )
+
+    def budget_left(self) -> StopReason | None:
+        if self.state.counters.finetune_epochs >= self.spec.budget.max_epochs:
+            return "max_epochs"
+        if self.elapsed() >= self.spec.budget.max_runtime_s:
+            return "max_runtime"
+        return None
+
+    def train(
+        self,
+        epochs: int,
+        *,
+        lr_at: Callable[[int], Callable[[float], float]] | None,
+        count: bool = True,
+    ) -> float:
+        """Run up to `epochs` epochs (fewer if the budget runs out); return the last mean loss."""
+        assert self.optimizer is not None
+        counters = self.state.counters
+        loss = math.nan
+        for index in range(epochs):
+            if count and self.budget_left() is not None:
+                break
+            # dropout and other global-RNG users draw from a stream fixed by the epoch counter
+            torch.manual_seed(self.spec.seed * 1_000_003 + counters.epoch)
+            loss = train_epoch(
+                self.model,
+                x=self.x_train,
+                y=self.y_train,
+                optimizer=self.optimizer,
+                batch_size=self.spec.finetune.batch_size,
+                generator=epoch_generator(seed=self.spec.seed, epoch=counters.epoch),
+                masks=self.masks,
+                params=prunable_parameters(self.model) if self.masks else None,
+                distill=self._distillation() if count else None,
+                should_stop=self.should_stop,
+                lr_at=lr_at(index) if lr_at is not None else None,
+            )
+            counters.epoch += 1
+            if count:
+                counters.finetune_epochs += 1
+        return loss
+
+    def scoring_context(self) -> ScoringContext:
+        generator = epoch_generator(
+            seed=self.spec.seed, epoch=_CALIBRATION_EPOCH + self.state.counters.step
+        )
+        calibration = []
+        for xb, yb in batches(
+            self.x_train,
+            self.y_train,
+            batch_size=self.spec.finetune.batch_size,
+            generator=generator,
+        ):
+            calibration.append((xb, yb))
+            if len(calibration) >= self.spec.prune.calibration_batches:
+                break
+        return ScoringContext(
+            model=self.model,
+            params=prunable_parameters(self.model),
+            batches=calibration,
+            loss_fn=F.cross_entropy,
+        )
+
+    def frozen_copy(self, model: nn.Module) -> nn.Module:
+        """The dense reference: on the device only when it teaches (distillation)."""
+        frozen = copy.deepcopy(model).eval()
+        for param in frozen.parameters():
+            param.requires_grad_(False)
+        return frozen.to(self.device if self.spec.finetune.distill else torch.device("cpu"))
+
+    def within(self, metric: float) -> bool:
+        """The one test of tolerance, shared by the controller's inputs and the result."""
+        return self.state.dense_metric - metric <= self.spec.prune.max_metric_drop
+
+    def importance(self) -> Importance:
+        return make_importance(self.state.criterion, self.spec.prune)
+
+    def report(
+        self,
+        *,
+        target: float,
+        metric: float,
+        loss: float,
+        decision: Decision,
+        seconds: float,
+        epochs: int,
+        phases: dict[str, float],
+    ) -> None:
+        sparsity, _ = model_sparsity(self.model, spec=self.spec.prune, plan=self.state.plan)
+        report = StepReport(
+            step=self.state.counters.step,
+            target_sparsity=round(target, 6),
+            sparsity=sparsity,
+            metric=metric,
+            loss=loss,
+            decision=decision,
+            seconds=seconds,
+            epochs=epochs,
+            phase_seconds=phases,
+        )
+        self.state.reports.append(report)
+        if decision != "rollback" and self.within(metric):
+            self.state.best_within = max(self.state.best_within, sparsity)
+        if self.on_step is not None:
+            self.on_step(report)
+
+    # ------------------------------------------------------------- checkpoints
+    def checkpoint(self) -> None:
+        if self.checkpoint_dir is None:
+            return
+        self.state.shapes = shapes_of(self.model)
+        saved = replace(self.state, counters=replace(self.state.counters, elapsed=self.elapsed()))
+        path = save_checkpoint(
+            self.checkpoint_dir,
+            step=self.state.counters.step,
+            model=self.model,
+            masks=self.masks,
+            optimizer=self.optimizer,
+            state=encode_run_state(saved),
+        )
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(path)
+
+    def restore(self) -> bool:
+        """Load the newest checkpoint, if any; return whether one was found."""
+        if self.checkpoint_dir is None:
+            return False
+        checkpoint = load_latest(self.checkpoint_dir, device=self.device)
+        if checkpoint is None:
+            return False
+        self.state = decode_run_state(checkpoint.state)
+        dense = copy.deepcopy(self.model)
+        dense.load_state_dict(load_file(str(self.checkpoint_dir / DENSE_WEIGHTS)))
+        self.dense_model = self.frozen_copy(dense)
+        resize_to_shapes(self.model, self.state.shapes)
+        self.model.to(self.device)
+        self.model.load_state_dict(checkpoint.model_state)
+        self.masks = checkpoint.masks
+        self.started = time.perf_counter()
+        if checkpoint.optimizer_state is not None:
+            self.optimizer = self.new_optimizer(self.spec.finetune.lr)
+            self.optimizer.load_state_dict(checkpoint.optimizer_state)
+        return True
+
+    def snapshot(self) -> Snapshot:
+        """The state before a step, kept on the CPU; a rollback restores it."""
+        assert self.optimizer is not None
+        optimizer_state = self.optimizer.state_dict()
+        return Snapshot(
+            model=copy.deepcopy(self.model).cpu(),
+            masks={k: v.cpu() for k, v in self.masks.items()},
+            optimizer={
+                "state": {
+                    i: {k: v.cpu() if isinstance(v, Tensor) else v for k, v in entry.items()}
+                    for i, entry in optimizer_state["state"].items()
+                },
+                "param_groups": copy.deepcopy(optimizer_state["param_groups"]),
+            },
+            plan=copy.deepcopy(self.state.plan),
+        )
+
+    def load_snapshot(self, snapshot: Snapshot) -> None:
+        self.model = snapshot.model.to(self.device)
+        self.masks = {k: v.to(self.device) for k, v in snapshot.masks.items()}
+        self.state.plan = snapshot.plan
+        self.optimizer = self.new_optimizer(self.spec.finetune.lr)
+        self.optimizer.load_state_dict(snapshot.optimizer)

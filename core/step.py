@@ -1,0 +1,120 @@
+"""One pruning step: score, sparsify, fine-tune, evaluate, decide; then report and checkpoint."""
+
+from __future__ import annotations
+
+import math
+import time
+
+from core.errors import TrainingDiverged
+from core.report import Decision
+from core.run import Run
+from core.schedule import fixed_schedule
+from core.sparsify import sparsify
+
+
+def step_limit(run: Run) -> int:
+    """The most pruning steps the schedule allows (adaptive: three times its nominal steps)."""
+    schedule = run.spec.prune.schedule
+    return {"adaptive": 3 * schedule.steps, "oneshot": 1}.get(schedule.kind, schedule.steps)
+
+
+def target_for(run: Run, step: int) -> float:
+    """The sparsity step `step` prunes to: the controller's proposal or the fixed schedule's."""
+    schedule = run.spec.prune.schedule
+    if schedule.kind == "adaptive":
+        return run.state.next_target
+    return fixed_schedule(schedule.kind, final=run.state.target, steps=schedule.steps)(step)
+
+
+def prune_step(run: Run) -> bool:
+    """Take one step; return False when the pruning phase is over."""
+    prune_spec = run.spec.prune
+    state = run.state
+    adaptive = prune_spec.schedule.kind == "adaptive"
+    limit = step_limit(run)
+    if state.counters.step >= limit:
+        state.stop_reason = "step_limit" if adaptive else "schedule_done"
+        return False
+    reason = run.budget_left()
+    if reason is not None:
+        state.stop_reason = reason
+        return False
+    state.counters.step += 1
+    target = target_for(run, state.counters.step)
+    phases: dict[str, float] = {}
+    start = time.perf_counter()
+    snapshot = run.snapshot() if adaptive else None
+
+    run.phase("scoring")
+    scores = run.importance()(run.scoring_context())
+    phases["scoring"] = time.perf_counter() - start
+    mark = time.perf_counter()
+    run.masks = sparsify(
+        run.model,
+        scores=scores,
+        target=target,
+        spec=prune_spec,
+        masks=run.masks,
+        plan=state.plan,
+        example_inputs=run.example,
+    )
+    del scores
+    if prune_spec.granularity == "channel":
+        run.optimizer = run.new_optimizer(run.spec.finetune.lr)
+    phases["masking"] = time.perf_counter() - mark
+
+    run.phase("finetuning")
+    mark = time.perf_counter()
+    epochs_before = state.counters.finetune_epochs
+    loss = run.train(run.spec.finetune.epochs_per_step, lr_at=None)
+    phases["finetuning"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    metric, val_loss = run.evaluate()
+    if not math.isfinite(val_loss):
+        raise TrainingDiverged(f"validation loss became {val_loss} at step {state.counters.step}")
+    phases["evaluation"] = time.perf_counter() - mark
+    drop = state.dense_metric - metric
+
+    decision: Decision = "scheduled"
+    done = state.counters.step >= limit
+    if adaptive:
+        assert state.controller is not None
+        # The controller plans in requested sparsities: the measured one differs by count
+        # rounding, floors or channel widths, and chasing that gap would repeat the step.
+        verdict = run.controller.decide(state.controller, sparsity=target, drop=drop)
+        decision = verdict.verdict
+        state.controller = verdict.state
+        state.next_target = verdict.next_sparsity
+        done = verdict.done
+        if decision == "rollback":
+            run.report(
+                target=target,
+                metric=metric,
+                loss=val_loss,
+                decision=decision,
+                seconds=time.perf_counter() - start,
+                epochs=state.counters.finetune_epochs - epochs_before,
+                phases=phases,
+            )
+            assert snapshot is not None
+            run.load_snapshot(snapshot)
+            if done:
+                state.stop_reason = "no_headroom"
+            run.checkpoint()
+            return not done
+        if done:
+            reached = target >= state.target - 1e-9
+            state.stop_reason = "target_reached" if reached else "no_headroom"
+    elif done:
+        state.stop_reason = "schedule_done"
+    run.report(
+        target=target,
+        metric=metric,
+        loss=val_loss if math.isnan(loss) else loss,
+        decision=decision,
+        seconds=time.perf_counter() - start,
+        epochs=state.counters.finetune_epochs - epochs_before,
+        phases=phases,
+    )
+    run.checkpoint()
+    return not done
