@@ -49,6 +49,8 @@ from core.masks import (
     unstructured_masks,
 )
 from core.models import build_builtin
+from core.registries import AUTO
+from core.registries import CRITERIA as REGISTERED_CRITERIA
 from core.spec import JobSpec
 
 CPU = torch.device("cpu")
@@ -235,7 +237,7 @@ METHODS: dict[str, Method] = {
     "torch-l1": torch_l1,
     "adaprune": adaprune_method("adaptive"),
 }
-CRITERIA = ("magnitude", "taylor", "activation", "adaptive", "seed_ratio", "auto")
+CRITERIA = (*REGISTERED_CRITERIA, AUTO)
 
 
 CACHE = ROOT / "bench" / ".cache" / "quality.jsonl"

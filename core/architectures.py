@@ -43,7 +43,7 @@ class Unflatten1d(nn.Module):
         return x.unsqueeze(1) if x.dim() == 2 else x
 
 
-def _mlp(*, input_shape: tuple[int, ...], num_classes: int, hidden: Any) -> nn.Module:
+def build_mlp(*, input_shape: tuple[int, ...], num_classes: int, hidden: Any) -> nn.Module:
     sizes = _int_list("hidden", hidden)
     width = 1
     for size in input_shape:
@@ -56,7 +56,7 @@ def _mlp(*, input_shape: tuple[int, ...], num_classes: int, hidden: Any) -> nn.M
     return nn.Sequential(*layers)
 
 
-def _cnn1d(*, input_shape: tuple[int, ...], num_classes: int, channels: Any) -> nn.Module:
+def build_cnn1d(*, input_shape: tuple[int, ...], num_classes: int, channels: Any) -> nn.Module:
     """ConvBase of Greydanus, "Scaling down deep learning" (2020, arXiv 2011.14439)."""
     width = _positive_int("channels", channels)
     in_channels, length = _sequence_shape("cnn1d", input_shape)
@@ -122,7 +122,7 @@ class ResNet(nn.Module):
         return logits
 
 
-def _cnn2d(
+def build_cnn2d(
     *, input_shape: tuple[int, ...], num_classes: int, widths: Any, blocks: Any
 ) -> nn.Module:
     if len(input_shape) not in (2, 3):
@@ -155,7 +155,9 @@ class LSTMClassifier(nn.Module):
         return logits
 
 
-def _lstm(*, input_shape: tuple[int, ...], num_classes: int, hidden: Any, layers: Any) -> nn.Module:
+def build_lstm(
+    *, input_shape: tuple[int, ...], num_classes: int, hidden: Any, layers: Any
+) -> nn.Module:
     features, _ = _sequence_shape("lstm", input_shape)
     return LSTMClassifier(
         features=features,
@@ -236,7 +238,7 @@ class TransformerClassifier(nn.Module):
         return logits
 
 
-def _transformer(
+def build_transformer(
     *,
     input_shape: tuple[int, ...],
     num_classes: int,
@@ -259,12 +261,3 @@ def _transformer(
         ffn=_positive_int("ffn", ffn),
         num_classes=num_classes,
     )
-
-
-BUILTINS: dict[str, tuple[Builder, dict[str, Any]]] = {
-    "mlp": (_mlp, {"hidden": [64, 32]}),
-    "cnn1d": (_cnn1d, {"channels": 25}),
-    "cnn2d": (_cnn2d, {"widths": [32, 64], "blocks": 1}),
-    "lstm": (_lstm, {"hidden": 64, "layers": 1}),
-    "transformer": (_transformer, {"d_model": 32, "layers": 2, "heads": 4, "ffn": 64}),
-}

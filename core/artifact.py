@@ -28,12 +28,12 @@ from torch.nn.utils import parametrize, prune
 
 from core.data import TaskData
 from core.errors import ArtifactInvalid, PruningError
+from core.granularity import make_granularity
 from core.latency import compare_latency, measure_latency
 from core.masks import measured_sparsity, prunable_parameters
 from core.models import build_from_architecture
 from core.report import PruneResult
-from core.semistructured import measure_two_four
-from core.spec import JobSpec, parse_nm
+from core.spec import JobSpec
 from core.structured import count_macs_params, nonzero_params, resize_to_shapes, shapes_of
 
 __all__ = [
@@ -204,7 +204,7 @@ def _sparsity(
     overall, per_layer = measured_sparsity({name: saved[name] for name in names})
     found: dict[str, Any] = {"overall": overall, "per_layer": per_layer}
     dense_params, pruned_params = sizes["dense"]["params"], sizes["pruned"]["params"]
-    if spec.prune.granularity == "channel" or dense_params != pruned_params:
+    if make_granularity(spec.prune.granularity).changes_shapes or dense_params != pruned_params:
         found["params_dense"] = dense_params
         found["params_pruned"] = pruned_params
         found["removed_fraction"] = 1.0 - pruned_params / dense_params if dense_params else 0.0
@@ -267,10 +267,9 @@ def _build(
         "sparsity": _sparsity(saved=saved, pruned=pruned, spec=spec, sizes=sizes),
         "complexity": sizes,
         "latency": latency,
-        "nm_kernels": (
-            measure_two_four(pruned, device=torch.device(device))
-            if parse_nm(spec.prune.granularity)
-            else None
+        "skipped_layers": list(result.skipped_layers),
+        "nm_kernels": make_granularity(spec.prune.granularity).kernel_report(
+            pruned, device=torch.device(device)
         ),
         "result": summary,
         "versions": _versions(),

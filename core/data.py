@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import DataInvalid
-from core.spec import BUILTIN_DATASETS, TaskRef
+from core.registries import DATASETS
+from core.spec import TaskRef
 
 _SPLIT_SEED = 0
 # A stray huge label would otherwise size the output layer; real tasks stay far below this.
@@ -74,10 +75,10 @@ def builtin_task(name: str) -> TaskData:
     Raises:
         ValueError: `name` is not a built-in dataset.
     """
-    builders = {"mnist1d": _mnist1d, "digits": _digits, "breast_cancer": _breast_cancer}
-    if name not in builders:
-        raise ValueError(f"unknown built-in dataset {name!r}; choose from {BUILTIN_DATASETS}")
-    return builders[name]()
+    if name not in DATASETS:
+        raise ValueError(f"unknown built-in dataset {name!r}; allowed: {DATASETS.allowed()}")
+    task: TaskData = DATASETS.resolve(name)()
+    return task
 
 
 def load_npz(path: Path, *, name: str = "npz") -> TaskData:
@@ -255,7 +256,7 @@ def _mnist1d_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return arrays
 
 
-def _mnist1d() -> TaskData:
+def mnist1d_task() -> TaskData:
     x, y, x_test, y_test = _mnist1d_arrays()
     train, val = _split_indices(y, sizes=(0.9, 0.1))
     return TaskData(
@@ -271,7 +272,7 @@ def _mnist1d() -> TaskData:
     )
 
 
-def _digits() -> TaskData:
+def digits_task() -> TaskData:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
@@ -281,7 +282,7 @@ def _digits() -> TaskData:
     return _task(name="digits", x=x, y=y, splits=splits, num_classes=10)
 
 
-def _breast_cancer() -> TaskData:
+def breast_cancer_task() -> TaskData:
     from sklearn.datasets import load_breast_cancer
 
     bunch = load_breast_cancer()

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from core.errors import PruneCancelled, TrainingDiverged
+from core.metrics import Accuracy, Metric
 from core.precision import autocast
 
 StopCheck = Callable[[], bool]
@@ -159,21 +160,29 @@ def train_epoch(
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, *, x: Tensor, y: Tensor, batch_size: int = 1024) -> Evaluation:
-    """Accuracy and mean cross-entropy of `model` on (x, y), in eval mode."""
+def evaluate(
+    model: nn.Module,
+    *,
+    x: Tensor,
+    y: Tensor,
+    batch_size: int = 1024,
+    metric: Metric | None = None,
+) -> Evaluation:
+    """The task metric (accuracy by default) and mean cross-entropy of `model` on (x, y)."""
+    scorer = metric or Accuracy()
     was_training = model.training
     model.eval()
-    correct, loss_sum = 0, 0.0
+    total, loss_sum = 0.0, 0.0
     try:
         for xb, yb in batches(x, y, batch_size=batch_size):
             with autocast(x.device):
                 logits = model(xb).float()
             loss_sum += float(F.cross_entropy(logits, yb, reduction="sum"))
-            correct += int((logits.argmax(dim=-1) == yb).sum())
+            total += scorer.batch_total(logits, yb)
     finally:
         model.train(was_training)
     count = max(x.shape[0], 1)
-    return Evaluation(metric=correct / count, loss=loss_sum / count)
+    return Evaluation(metric=total / count, loss=loss_sum / count)
 
 
 def cosine_lr(*, base: float, epoch: int, epochs: int) -> Callable[[float], float]:

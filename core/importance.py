@@ -2,7 +2,9 @@
 
 Every criterion maps a ScoringContext to name -> non-negative float32 scores shaped like each
 prunable weight; higher means more important. A new criterion is one class plus one line in
-`IMPORTANCES`.
+`core.registries.CRITERIA` (here `IMPORTANCES`, the same registry). A criterion with
+settings builds itself from the prune spec with a `from_spec` classmethod; one without is
+built with no arguments.
 """
 
 from __future__ import annotations
@@ -11,16 +13,16 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol, overload
+from typing import Any, Protocol, overload
 
 import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from core.precision import autocast
+from core.registries import CRITERIA
+from core.registry import Registry
 from core.spec import PruneSpec
-
-AUTO_CANDIDATES = ("magnitude", "taylor", "activation", "adaptive")
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _RNN_WEIGHT = re.compile(r"^weight_(ih|hh)_l(\d+)(_reverse)?$")
@@ -280,6 +282,10 @@ class AdaptiveImportance:
             raise ValueError(f"mix must be in [0, 1], got {mix!r}")
         self.mix = mix
 
+    @classmethod
+    def from_spec(cls, spec: PruneSpec) -> AdaptiveImportance:
+        return cls(mix=spec.adaptive_mix)
+
     def __call__(self, ctx: ScoringContext) -> dict[str, Tensor]:
         stats = _collect(ctx, gradients=True, activations=True)
         activation = _activation_scores(ctx, stats.input_norms)
@@ -365,6 +371,10 @@ class SeedRatioImportance:
         self.alpha = alpha
         self.gamma = gamma
 
+    @classmethod
+    def from_spec(cls, spec: PruneSpec) -> SeedRatioImportance:
+        return cls(alpha=spec.seed_alpha, gamma=spec.seed_gamma)
+
     def _contributions(self, ctx: ScoringContext) -> Iterator[tuple[str, Tensor, Tensor]]:
         stats = _collect(ctx, gradients=True, activations=True)
         activation = _activation_scores(ctx, stats.input_norms)
@@ -389,20 +399,22 @@ class SeedRatioImportance:
         return {name: self.gated(g, a) for name, g, a in self._contributions(ctx)}
 
 
-IMPORTANCES: dict[str, Callable[[PruneSpec], Importance]] = {
-    "magnitude": lambda spec: MagnitudeImportance(),
-    "taylor": lambda spec: TaylorImportance(),
-    "activation": lambda spec: ActivationImportance(),
-    "adaptive": lambda spec: AdaptiveImportance(mix=spec.adaptive_mix),
-    "seed_ratio": lambda spec: SeedRatioImportance(alpha=spec.seed_alpha, gamma=spec.seed_gamma),
-}
+IMPORTANCES: Registry[Any] = CRITERIA
+
+
+def auto_candidates() -> tuple[str, ...]:
+    """The criteria `criterion: auto` probes, in registration order."""
+    return tuple(name for name in CRITERIA if CRITERIA.info(name).get("auto_candidate"))
+
+
+AUTO_CANDIDATES = auto_candidates()
 
 
 def make_importance(name: str, spec: PruneSpec) -> Importance:
     """Build the criterion called `name` from the spec's settings.
 
     Args:
-        name: a key of IMPORTANCES ("auto" is resolved by the loop, not here).
+        name: a registered criterion ("auto" is resolved by the loop, not here).
         spec: the prune spec (adaptive_mix, seed_alpha, seed_gamma).
 
     Returns:
@@ -413,4 +425,7 @@ def make_importance(name: str, spec: PruneSpec) -> Importance:
             f"unknown importance criterion {name!r}; known: {', '.join(IMPORTANCES)}"
             + (" ('auto' is resolved by the loop)" if name == "auto" else "")
         )
-    return IMPORTANCES[name](spec)
+    cls = CRITERIA.resolve(name)
+    from_spec = getattr(cls, "from_spec", None)
+    criterion: Importance = from_spec(spec) if from_spec is not None else cls()
+    return criterion

@@ -28,11 +28,12 @@ from torch import Tensor, nn
 
 from core.data import TaskData
 from core.finetune import cosine_lr
+from core.granularity import count_params
 from core.planning import plan_layers
+from core.registries import SCHEDULES
 from core.report import PruneResult, StepCallback
 from core.run import DENSE_WEIGHTS, CheckpointCallback, PhaseCallback, Run
 from core.schedule import AdaptiveController
-from core.sparsify import count_params, model_sparsity
 from core.spec import JobSpec
 from core.step import prune_step
 
@@ -72,7 +73,7 @@ def baseline(run: Run, *, pretrain: bool) -> None:
         save_file(dense_state, str(run.checkpoint_dir / DENSE_WEIGHTS))
     plan_layers(run)
     run.optimizer = run.new_optimizer(finetune.lr)
-    if run.spec.prune.schedule.kind == "adaptive":
+    if SCHEDULES.info(run.spec.prune.schedule.kind)["adaptive"]:
         state.controller = AdaptiveController.initial_state(
             target=state.target, steps=run.spec.prune.schedule.steps
         )
@@ -126,7 +127,8 @@ def result(run: Run) -> PruneResult:
     """The run's outcome, from its reports and the model as it is now."""
     state = run.state
     last = state.reports[-1]
-    _, per_layer = model_sparsity(run.model, spec=run.spec.prune, plan=state.plan)
+    _, per_layer = run.granularity.count(run.model, plan=state.plan)
+    described = run.granularity.describe(run.model, plan=state.plan)
     return PruneResult(
         criterion=state.criterion,
         dense_metric=state.dense_metric,
@@ -140,6 +142,7 @@ def result(run: Run) -> PruneResult:
         steps=list(state.reports),
         probe=dict(state.probe),
         layer_sparsity=per_layer,
+        skipped_layers=described["skipped_layers"],
     )
 
 

@@ -10,17 +10,17 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from core.architectures import BUILTINS
 from core.errors import ModelLoadFailed
-from core.spec import BUILTIN_ARCHS, ModelRef
+from core.registries import ARCHITECTURES
+from core.spec import ModelRef
 
 
 def _builtin_kwargs(arch: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    if arch not in BUILTINS:
+    if arch not in ARCHITECTURES:
         raise ModelLoadFailed(
-            f"unknown built-in architecture {arch!r}; choose from {BUILTIN_ARCHS}"
+            f"unknown built-in architecture {arch!r}; allowed: {ARCHITECTURES.allowed()}"
         )
-    defaults = BUILTINS[arch][1]
+    defaults = ARCHITECTURES.info(arch)["defaults"]
     unknown = sorted(set(kwargs) - set(defaults))
     if unknown:
         raise ModelLoadFailed(
@@ -55,7 +55,7 @@ def build_builtin(
     if num_classes < 2:
         raise ModelLoadFailed(f"{arch}: num_classes={num_classes} must be at least 2")
     try:
-        builder = BUILTINS[arch][0]
+        builder = ARCHITECTURES.resolve(arch)
         model: nn.Module = builder(input_shape=shape, num_classes=num_classes, **merged)
         return model
     except ValueError as error:

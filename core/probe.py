@@ -9,10 +9,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from core.importance import AUTO_CANDIDATES, ScoringContext, make_importance
-from core.masks import nm_masks, prunable_parameters, unstructured_masks
-from core.sparsify import SparsityPlan, sparsify
-from core.spec import PruneSpec, parse_nm
+from core.granularity import Granularity, SparsityPlan
+from core.importance import ScoringContext, auto_candidates, make_importance
+from core.masks import prunable_parameters
+from core.spec import PruneSpec
 
 Evaluate = Callable[[nn.Module], tuple[float, float]]  # model -> (metric, loss) on validation
 
@@ -28,18 +28,20 @@ def probe_criteria(
     context: ScoringContext,
     *,
     spec: PruneSpec,
+    granularity: Granularity,
     plan: SparsityPlan,
     evaluate: Evaluate,
     example_inputs: Tensor,
-    candidates: Sequence[str] = AUTO_CANDIDATES,
+    candidates: Sequence[str] | None = None,
 ) -> ProbeOutcome:
     """Prune a copy of the model with each candidate criterion and keep the one that hurts least.
 
     Each candidate prunes, without fine-tuning, to 50 %, 75 % and 100 % of the target; the mean
     validation loss over the three decides (loss rather than accuracy: at high sparsity accuracy
     saturates at chance for every candidate and stops telling them apart). Ties keep the order
-    of `candidates`.
+    of `candidates` (default: the registered auto candidates).
     """
+    candidates = tuple(candidates or auto_candidates())
     losses: dict[str, float] = {}
     metrics: dict[str, float] = {}
     for name in candidates:
@@ -48,7 +50,7 @@ def probe_criteria(
         for fraction in (0.5, 0.75, 1.0):
             trial = copy.deepcopy(context.model)
             trial_plan = copy.deepcopy(plan)
-            sparsify(
+            granularity.sparsify(
                 trial,
                 scores=scores,
                 target=spec.target_sparsity * fraction,
@@ -68,28 +70,24 @@ def probe_criteria(
 
 @torch.no_grad()
 def layer_sensitivity(
-    model: nn.Module, *, scores: dict[str, Tensor], spec: PruneSpec, evaluate: Evaluate
+    model: nn.Module,
+    *,
+    scores: dict[str, Tensor],
+    spec: PruneSpec,
+    granularity: Granularity,
+    evaluate: Evaluate,
 ) -> dict[str, float]:
     """Validation-loss increase when each prunable layer alone is pruned at the target.
 
-    For N:M granularity the layer gets the N:M pattern; otherwise it is pruned at the target
-    sparsity by its own scores. The model is restored exactly after each trial.
+    The layer gets the granularity's trial mask (the N:M pattern for N:M; otherwise the target
+    sparsity by its own scores). The model is restored exactly after each trial.
     """
     params = prunable_parameters(model)
     _, base_loss = evaluate(model)
-    nm = parse_nm(spec.granularity)
     result: dict[str, float] = {}
     for name, param in params.items():
         saved = param.detach().clone()
-        if nm is not None:
-            mask = nm_masks({name: scores[name]}, n=nm[0], m=nm[1])[name]
-        else:
-            mask = unstructured_masks(
-                {name: scores[name]},
-                sparsity=spec.target_sparsity,
-                scope="layer",
-                min_density=spec.min_layer_density,
-            )[name]
+        mask = granularity.layer_trial_mask(name, scores[name], spec=spec)
         param.mul_(mask)
         _, loss = evaluate(model)
         param.copy_(saved)

@@ -66,6 +66,8 @@ class PruneResult:
     steps: list[StepReport] = field(default_factory=list)
     probe: dict[str, float] = field(default_factory=dict)
     layer_sparsity: dict[str, float] = field(default_factory=dict)
+    # prunable layers the granularity left alone: [{"name": ..., "reason": ...}]
+    skipped_layers: list[dict[str, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

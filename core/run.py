@@ -30,12 +30,13 @@ from core.finetune import (
     to_tensors,
     train_epoch,
 )
+from core.granularity import SparsityPlan, make_granularity
 from core.importance import Importance, ScoringContext, make_importance
 from core.masks import prunable_parameters
+from core.metrics import make_metric, worse_by
 from core.report import Decision, StepCallback, StepReport, StopReason
 from core.run_state import RunState, decode_run_state, encode_run_state
 from core.schedule import AdaptiveController
-from core.sparsify import SparsityPlan, model_sparsity
 from core.spec import JobSpec
 from core.structured import resize_to_shapes, shapes_of
 
@@ -86,6 +87,8 @@ class Run:
         self.masks: dict[str, Tensor] = {}
         self.optimizer: torch.optim.Optimizer | None = None
         self.state = RunState(criterion=spec.prune.criterion, target=spec.prune.target_sparsity)
+        self.granularity = make_granularity(spec.prune.granularity)
+        self.metric = make_metric(spec.task.metric)
         self.controller = AdaptiveController(tolerance=spec.prune.max_metric_drop)
         self.started = time.perf_counter()
 
@@ -98,7 +101,7 @@ class Run:
         return self.state.counters.elapsed + time.perf_counter() - self.started
 
     def evaluate(self, model: nn.Module | None = None) -> tuple[float, float]:
-        result = evaluate(model or self.model, x=self.x_val, y=self.y_val)
+        result = evaluate(model or self.model, x=self.x_val, y=self.y_val, metric=self.metric)
         return result.metric, result.loss
 
     def new_optimizer(self, lr: float) -> torch.optim.Optimizer:
@@ -185,9 +188,13 @@ class Run:
             param.requires_grad_(False)
         return frozen.to(self.device if self.spec.finetune.distill else torch.device("cpu"))
 
+    def drop(self, metric: float) -> float:
+        """How much worse than the dense model `metric` is, in the metric's direction."""
+        return worse_by(self.metric, reference=self.state.dense_metric, value=metric)
+
     def within(self, metric: float) -> bool:
         """The one test of tolerance, shared by the controller's inputs and the result."""
-        return self.state.dense_metric - metric <= self.spec.prune.max_metric_drop
+        return self.drop(metric) <= self.spec.prune.max_metric_drop
 
     def importance(self) -> Importance:
         return make_importance(self.state.criterion, self.spec.prune)
@@ -203,7 +210,7 @@ class Run:
         epochs: int,
         phases: dict[str, float],
     ) -> None:
-        sparsity, _ = model_sparsity(self.model, spec=self.spec.prune, plan=self.state.plan)
+        sparsity, _ = self.granularity.count(self.model, plan=self.state.plan)
         report = StepReport(
             step=self.state.counters.step,
             target_sparsity=round(target, 6),

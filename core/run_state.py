@@ -11,9 +11,9 @@ from typing import Any
 
 from core.contract.version import RUN_STATE_VERSION
 from core.errors import SpecInvalid
+from core.granularity import SparsityPlan
 from core.report import StepReport, StopReason
 from core.schedule import ControllerState
-from core.sparsify import SparsityPlan
 
 
 @dataclass

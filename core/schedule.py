@@ -6,6 +6,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
+from core.registries import SCHEDULES
+
 ScheduleFn = Callable[[int], float]
 
 
@@ -41,18 +43,12 @@ def cubic_sparsity(step: int, *, final: float, steps: int, initial: float = 0.0)
     return final + (initial - final) * (1.0 - progress) ** 3
 
 
-def fixed_schedule(
-    kind: Literal["oneshot", "linear", "cubic"], *, final: float, steps: int
-) -> ScheduleFn:
-    """Return the schedule `kind` as a function of the step alone."""
-    functions: dict[str, Callable[..., float]] = {
-        "oneshot": oneshot_sparsity,
-        "linear": linear_sparsity,
-        "cubic": cubic_sparsity,
-    }
-    if kind not in functions:
-        raise ValueError(f"unknown schedule {kind!r}; expected one of {sorted(functions)}")
-    function = functions[kind]
+def fixed_schedule(kind: str, *, final: float, steps: int) -> ScheduleFn:
+    """Return the fixed schedule `kind` (a SCHEDULES entry) as a function of the step alone."""
+    fixed = [name for name in SCHEDULES if not SCHEDULES.info(name)["adaptive"]]
+    if kind not in fixed:
+        raise ValueError(f"unknown schedule {kind!r}; expected one of {sorted(fixed)}")
+    function: Callable[..., float] = SCHEDULES.resolve(kind)
     _check(0, final, steps)
     return lambda step: function(step, final=final, steps=steps)
 

@@ -6,26 +6,98 @@ This module imports pydantic only, so the API process can validate specs without
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    field_validator,
+    model_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, core_schema
+
+from core.registries import (
+    ARCHITECTURES,
+    AUTO,
+    CRITERIA,
+    DATASETS,
+    GRANULARITIES,
+    METRICS,
+    SCHEDULES,
+    parse_nm,
+)
+from core.registry import Registry
 
 PRUNE_TASK = "workers.prune"
 
-BUILTIN_ARCHS = ("mlp", "cnn1d", "cnn2d", "lstm", "transformer")
-BUILTIN_DATASETS = ("mnist1d", "digits", "breast_cancer")
-CRITERIA = ("magnitude", "taylor", "activation", "adaptive", "seed_ratio", "auto")
 URI_SCHEMES = ("file", "s3")
 
 _ENTRYPOINT = re.compile(
     r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
 )
-_NM = re.compile(r"^(\d+):(\d+)$")
 _URI = re.compile(r"^(?P<scheme>[a-z][a-z0-9+.-]*)://(?P<rest>.+)$")
 
-Granularity = Annotated[
-    str, Field(description='"unstructured", "channel" or an N:M pattern like "2:4"')
-]
+
+@dataclass(frozen=True, eq=False)
+class Registered:
+    """A string field whose allowed values are a registry's names (read when validating).
+
+    The JSON schema lists them as an enum when the set is closed, else in the description.
+    """
+
+    registry: Registry[Any]
+    extra: tuple[str, ...] = ()
+
+    def check(self, value: str) -> str:
+        if value in self.extra:
+            return value
+        try:
+            return self.registry.check(value)
+        except ValueError as error:
+            if not self.extra or "allowed:" not in str(error):
+                raise
+            allowed = ", ".join(repr(name) for name in (*self.registry, *self.extra))
+            raise ValueError(
+                f"unknown {self.registry.kind} {value!r}; allowed: {allowed}"
+            ) from None
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        return core_schema.no_info_after_validator_function(self.check, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        value = handler(schema)
+        closed = (*self.registry.closed_names(), *self.extra)
+        if len(closed) == len(self.registry) + len(self.extra):
+            value["enum"] = list(closed)
+        else:
+            names = ", ".join(
+                [
+                    f"{entry.name!r} (e.g. {entry.info['example']!r})"
+                    if "example" in entry.info
+                    else repr(entry.name)
+                    for entry in self.registry.entries()
+                ]
+                + [repr(name) for name in self.extra]
+            )
+            value["description"] = f"one of {names}"
+        return value
+
+
+ArchName = Annotated[str, Registered(ARCHITECTURES)]
+DatasetName = Annotated[str, Registered(DATASETS)]
+MetricName = Annotated[str, Registered(METRICS)]
+ScheduleName = Annotated[str, Registered(SCHEDULES)]
+CriterionName = Annotated[str, Registered(CRITERIA, extra=(AUTO,))]
+Granularity = Annotated[str, Registered(GRANULARITIES)]
 
 
 def _strict() -> ConfigDict:
@@ -56,18 +128,12 @@ def check_uri(value: str, *, suffix: str) -> str:
     return value
 
 
-def parse_nm(granularity: str) -> tuple[int, int] | None:
-    """Return (n, m) for an N:M granularity such as "2:4", else None."""
-    match = _NM.match(granularity)
-    return (int(match[1]), int(match[2])) if match else None
-
-
 class ModelRef(BaseModel):
     """Which model to prune: a built-in architecture or a user factory, with optional weights."""
 
     model_config = _strict()
 
-    arch: Literal["mlp", "cnn1d", "cnn2d", "lstm", "transformer"] | None = None
+    arch: ArchName | None = None
     entrypoint: str | None = Field(default=None, description='"pkg.module:factory"')
     kwargs: dict[str, Any] = Field(default_factory=dict, description="passed to the factory")
     weights: str | None = Field(default=None, description="file:// or s3:// .safetensors URI")
@@ -104,11 +170,11 @@ class TaskRef(BaseModel):
 
     model_config = _strict()
 
-    dataset: Literal["mnist1d", "digits", "breast_cancer"] | None = None
+    dataset: DatasetName | None = None
     data: str | None = Field(
         default=None, description="file:// or s3:// .npz with x_train,y_train,x_val,y_val"
     )
-    metric: Literal["accuracy"] = "accuracy"
+    metric: MetricName = "accuracy"
 
     @field_validator("data")
     @classmethod
@@ -131,7 +197,7 @@ class ScheduleSpec(BaseModel):
 
     model_config = _strict()
 
-    kind: Literal["oneshot", "linear", "cubic", "adaptive"] = "adaptive"
+    kind: ScheduleName = "adaptive"
     steps: int = Field(default=10, ge=1, le=200)
 
 
@@ -143,11 +209,14 @@ class PruneSpec(BaseModel):
     target_sparsity: float = Field(gt=0.0, lt=1.0)
     granularity: Granularity = "unstructured"
     scope: Literal["global", "layer", "sensitivity"] = "global"
-    criterion: Literal["magnitude", "taylor", "activation", "adaptive", "seed_ratio", "auto"] = (
-        "adaptive"
-    )
+    criterion: CriterionName = "adaptive"
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
-    max_metric_drop: float = Field(default=0.01, ge=0.0, le=1.0)
+    max_metric_drop: float = Field(
+        default=0.01,
+        ge=0.0,
+        le=1.0,
+        description="tolerance: how much worse than dense, in the metric's direction",
+    )
     min_layer_density: float = Field(
         default=0.02, ge=0.0, lt=1.0, description="per-layer floor: fraction of weights kept"
     )
@@ -158,19 +227,6 @@ class PruneSpec(BaseModel):
     )
     seed_alpha: float = Field(default=1.0, gt=0.0, le=1e6, description="seed_ratio alpha")
     seed_gamma: float = Field(default=0.5, gt=0.0, lt=1.0, description="seed_ratio gamma")
-
-    @field_validator("granularity")
-    @classmethod
-    def _granularity(cls, value: str) -> str:
-        if value in ("unstructured", "channel"):
-            return value
-        nm = parse_nm(value)
-        if nm is None:
-            raise ValueError(f"{value!r} is not 'unstructured', 'channel' or an N:M pattern")
-        n, m = nm
-        if not (0 < n < m <= 32):
-            raise ValueError(f"N:M pattern {value!r} needs 0 < N < M <= 32")
-        return value
 
     @model_validator(mode="after")
     def _nm_target(self) -> PruneSpec:

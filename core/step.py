@@ -6,22 +6,23 @@ import math
 import time
 
 from core.errors import TrainingDiverged
+from core.registries import SCHEDULES
 from core.report import Decision
 from core.run import Run
 from core.schedule import fixed_schedule
-from core.sparsify import sparsify
 
 
 def step_limit(run: Run) -> int:
     """The most pruning steps the schedule allows (adaptive: three times its nominal steps)."""
     schedule = run.spec.prune.schedule
-    return {"adaptive": 3 * schedule.steps, "oneshot": 1}.get(schedule.kind, schedule.steps)
+    max_steps: int = SCHEDULES.info(schedule.kind)["max_steps"](schedule.steps)
+    return max_steps
 
 
 def target_for(run: Run, step: int) -> float:
     """The sparsity step `step` prunes to: the controller's proposal or the fixed schedule's."""
     schedule = run.spec.prune.schedule
-    if schedule.kind == "adaptive":
+    if SCHEDULES.info(schedule.kind)["adaptive"]:
         return run.state.next_target
     return fixed_schedule(schedule.kind, final=run.state.target, steps=schedule.steps)(step)
 
@@ -30,7 +31,7 @@ def prune_step(run: Run) -> bool:
     """Take one step; return False when the pruning phase is over."""
     prune_spec = run.spec.prune
     state = run.state
-    adaptive = prune_spec.schedule.kind == "adaptive"
+    adaptive: bool = SCHEDULES.info(prune_spec.schedule.kind)["adaptive"]
     limit = step_limit(run)
     if state.counters.step >= limit:
         state.stop_reason = "step_limit" if adaptive else "schedule_done"
@@ -49,7 +50,7 @@ def prune_step(run: Run) -> bool:
     scores = run.importance()(run.scoring_context())
     phases["scoring"] = time.perf_counter() - start
     mark = time.perf_counter()
-    run.masks = sparsify(
+    run.masks = run.granularity.sparsify(
         run.model,
         scores=scores,
         target=target,
@@ -59,7 +60,7 @@ def prune_step(run: Run) -> bool:
         example_inputs=run.example,
     )
     del scores
-    if prune_spec.granularity == "channel":
+    if run.granularity.changes_shapes:
         run.optimizer = run.new_optimizer(run.spec.finetune.lr)
     phases["masking"] = time.perf_counter() - mark
 
@@ -73,7 +74,7 @@ def prune_step(run: Run) -> bool:
     if not math.isfinite(val_loss):
         raise TrainingDiverged(f"validation loss became {val_loss} at step {state.counters.step}")
     phases["evaluation"] = time.perf_counter() - mark
-    drop = state.dense_metric - metric
+    drop = run.drop(metric)
 
     decision: Decision = "scheduled"
     done = state.counters.step >= limit

@@ -10,7 +10,8 @@ import pytest
 
 from core.data import TaskData, builtin_task, load_npz, load_task
 from core.errors import DataInvalid
-from core.spec import BUILTIN_DATASETS, TaskRef
+from core.registries import DATASETS
+from core.spec import TaskRef
 
 # name: (train, val, test, input_shape, classes)
 SHAPES = {
@@ -28,7 +29,7 @@ def splits(task: TaskData) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def test_the_shape_table_covers_every_builtin() -> None:
-    assert set(SHAPES) == set(BUILTIN_DATASETS)
+    assert set(SHAPES) == set(DATASETS)
 
 
 @pytest.mark.parametrize("name", sorted(SHAPES))

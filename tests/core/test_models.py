@@ -20,7 +20,8 @@ from core.models import (
     load_entrypoint,
     load_weights,
 )
-from core.spec import BUILTIN_ARCHS, ModelRef
+from core.registries import ARCHITECTURES
+from core.spec import ModelRef
 
 TOY = "tests.core.toy_models:tiny_mlp"
 
@@ -58,7 +59,7 @@ def test_builtin_maps_a_batch_to_logits(arch: str, shape: tuple[int, ...], class
 
 
 def test_every_spec_arch_is_a_builtin() -> None:
-    for arch in BUILTIN_ARCHS:
+    for arch in ARCHITECTURES:
         assert isinstance(build_builtin(arch, input_shape=(1, 16), num_classes=2), nn.Module)
 
 
