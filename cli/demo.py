@@ -10,18 +10,11 @@ from rich.console import Console
 from rich.table import Table
 
 from cli.progress import wait_with_progress
-from service.client import AdapruneClient, sha256_file
+from core.contract.layout import sha256_file
+from core.contract.specfile import load_spec_file
+from service.client import AdapruneClient
 
 DEMO_TIMEOUT_S = 1800.0
-
-
-def _load_spec(path: Path) -> dict[str, Any]:
-    import yaml
-
-    data = yaml.safe_load(path.read_text())
-    if not isinstance(data, dict):
-        raise ValueError(f"demo spec {path} must hold a mapping")
-    return data
 
 
 def verify_artifact(directory: Path) -> dict[str, Any]:
@@ -83,7 +76,7 @@ def run_demo(*, base_url: str, api_key: str, spec_path: Path, home: Path) -> int
         0 when the job succeeded and its artifact verified, else 1.
     """
     console = Console(stderr=True)
-    spec = _load_spec(spec_path)
+    spec = load_spec_file(spec_path)
     with AdapruneClient(base_url, api_key=api_key) as client:
         job = client.submit(spec)
         console.print(f"submitted job {job['id']} ({spec_path})")

@@ -26,6 +26,7 @@ from typing import IO
 import httpx
 import redis
 
+from core.contract.errors import AdapruneError
 from service.auth import create_key, hash_key
 from service.db.migrate import upgrade
 from service.db.models import ApiKey
@@ -42,8 +43,10 @@ STOP_GRACE_S = 5.0
 PR_SET_PDEATHSIG = 1
 
 
-class Shutdown(Exception):
-    """SIGTERM or SIGINT arrived."""
+class Shutdown(AdapruneError):
+    """SIGTERM or SIGINT arrived: the stack stops."""
+
+    code = "cancelled"
 
 
 def _raise_shutdown(signum: int, _frame: FrameType | None) -> None:

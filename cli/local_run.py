@@ -9,43 +9,32 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from core.contract.errors import AdapruneError
+from core.contract.specfile import SpecFileInvalid, describe_validation, load_spec_file
 from core.spec import JobSpec
 
 
-class UsageError(Exception):
+class UsageError(AdapruneError):
     """A problem with the command's input: printed as one line, exit status 2."""
+
+    code = "usage_error"
 
 
 def read_spec(path: Path) -> JobSpec:
     """Parse a YAML or JSON spec file and validate it; UsageError names what is wrong."""
-    if not path.is_file():
-        raise UsageError(f"spec file {str(path)!r} not found")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
-        first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise UsageError(f"spec file {str(path)!r} is not valid YAML/JSON: {first}") from error
-    if not isinstance(raw, dict):
-        raise UsageError(f"spec file {str(path)!r} must hold a mapping at the top level")
+        raw = load_spec_file(path)
+    except SpecFileInvalid as error:
+        raise UsageError(str(error)) from error
     try:
         return JobSpec.model_validate(raw)
     except ValidationError as error:
         raise UsageError(f"invalid spec: {describe_validation(error)}") from error
-
-
-def describe_validation(error: ValidationError) -> str:
-    """One line naming each field at fault: 'prune.target_sparsity: Input should be < 1; ...'."""
-    parts = []
-    for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"]) or "spec"
-        parts.append(f"{where}: {item['msg']}")
-    return "; ".join(parts)
 
 
 def check_out_dir(out: Path) -> None:

@@ -15,12 +15,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from core.contract.errors import AdapruneError
+
 DEFAULT_URL = "http://127.0.0.1:8000"
 KEY_FILE = "api_key"
 
 
-class UserError(Exception):
+class UserError(AdapruneError):
     """A mistake the user can fix; printed as one line."""
+
+    code = "usage_error"
 
 
 def home_dir() -> Path:
@@ -52,18 +56,12 @@ def load_spec_file(path: str) -> dict[str, Any]:
     Raises:
         UserError: missing file, unparsable text, or not a mapping.
     """
-    import yaml
+    from core.contract import specfile  # pydantic loads only for the commands that read specs
 
-    file = Path(path)
-    if not file.is_file():
-        raise UserError(f"spec file {path} does not exist")
     try:
-        data = yaml.safe_load(file.read_text())
-    except yaml.YAMLError as error:
-        raise UserError(f"spec file {path} is not valid YAML/JSON: {error}") from error
-    if not isinstance(data, dict):
-        raise UserError(f"spec file {path} must hold a mapping, not {type(data).__name__}")
-    return data
+        return specfile.load_spec_file(path)
+    except specfile.SpecFileInvalid as error:
+        raise UserError(str(error)) from error
 
 
 def _run(args: argparse.Namespace) -> int:

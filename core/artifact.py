@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import copy
 import csv
-import hashlib
 import json
-import math
 import platform
 import shutil
 import tempfile
@@ -26,6 +24,16 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.nn.utils import parametrize, prune
 
+from core.contract.entrypoints import ANY_MODULE, EntrypointAllowList
+from core.contract.jsonsafe import json_safe
+from core.contract.layout import (
+    ARTIFACT_FORMAT,
+    CURVE_PNG,
+    MANIFEST,
+    STEPS_CSV,
+    WEIGHTS,
+    sha256_file,
+)
 from core.data import TaskData
 from core.errors import ArtifactInvalid, PruningError
 from core.granularity import make_granularity
@@ -46,11 +54,9 @@ __all__ = [
     "sha256_file",
 ]
 
-FORMAT = "adaprune/1"
-WEIGHTS = "weights.safetensors"
-MANIFEST = "manifest.json"
-STEPS = "steps.csv"
-CURVE = "curve.png"
+FORMAT = ARTIFACT_FORMAT
+STEPS = STEPS_CSV
+CURVE = CURVE_PNG
 # small, medium and large batches: a pruned model can be faster at one and slower at another
 LATENCY_BATCH_SIZES = (1, 32, 256)
 STEP_COLUMNS = (
@@ -66,15 +72,6 @@ STEP_COLUMNS = (
 _VERSIONED = ("numpy", "safetensors", "torch-pruning", "matplotlib", "adaprune")
 
 Evaluate = Callable[[nn.Module, np.ndarray, np.ndarray], float]
-
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def plain_copy(model: nn.Module) -> nn.Module:
@@ -186,17 +183,6 @@ def _versions() -> dict[str, str | None]:
     return found
 
 
-def _finite(value: Any) -> Any:
-    """Replace NaN and infinities by None so the manifest is strict JSON."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(key): _finite(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
-    return value
-
-
 def _sparsity(
     *, saved: Mapping[str, Tensor], pruned: nn.Module, spec: JobSpec, sizes: Mapping[str, Any]
 ) -> dict[str, Any]:
@@ -279,7 +265,7 @@ def _build(
         },
         "extra": dict(extra or {}),
     }
-    manifest = _finite(manifest)
+    manifest = json_safe(manifest)  # strict JSON: NaN and infinities become null
     text = json.dumps(manifest, indent=2, allow_nan=False)
     (tmp / MANIFEST).write_text(text + "\n", encoding="utf-8")
     return dict(json.loads(text))
@@ -398,13 +384,13 @@ def _verify_files(directory: Path, files: Any) -> None:
 
 
 def load(
-    path: Path, *, allowed_entrypoints: Sequence[str] | None = None, verify: bool = True
+    path: Path, *, allowed_entrypoints: EntrypointAllowList = ANY_MODULE, verify: bool = True
 ) -> nn.Module:
     """Rebuild the pruned model from an artifact directory, in eval mode on the CPU.
 
     Args:
         path: the artifact directory.
-        allowed_entrypoints: module prefixes a user factory may come from; None allows any.
+        allowed_entrypoints: the modules a user factory may come from (default: any).
         verify: check every file's sha256 against the manifest first.
 
     Returns:

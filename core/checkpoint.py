@@ -1,8 +1,10 @@
 """Per-step checkpoints: tensors in safetensors, everything else in JSON; never a pickle.
 
 A checkpoint is a directory `step-NNNN/` holding `model.safetensors`, `masks.safetensors`,
-`optimizer.safetensors` and `state.json`. `LATEST` names the newest complete one; it is
-written last, through a rename, so a crash mid-write leaves the previous checkpoint in force.
+`optimizer.safetensors` and `state.json` (file names in `core.contract.layout`). `LATEST` names
+the newest complete one; it is written last, through a rename, so a crash mid-write leaves the
+previous checkpoint in force. state.json carries the run-state `version` it was written with;
+a reader refuses a newer one rather than misread it.
 """
 
 from __future__ import annotations
@@ -19,8 +21,19 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-LATEST = "LATEST"
-_KEEP = 2
+from core.contract.layout import (
+    CHECKPOINT_LATEST,
+    CHECKPOINT_MASKS,
+    CHECKPOINT_MODEL,
+    CHECKPOINT_OPTIMIZER,
+    CHECKPOINT_STATE,
+    CHECKPOINTS_KEPT,
+    checkpoint_dir_name,
+)
+from core.contract.version import RUN_STATE_VERSION
+from core.errors import CheckpointInvalid
+
+LATEST = CHECKPOINT_LATEST
 
 
 @dataclass
@@ -66,24 +79,30 @@ def save_checkpoint(
 ) -> Path:
     """Write checkpoint `step` under `directory` atomically and return its path.
 
-    Older checkpoints beyond the newest two are removed.
+    Older checkpoints beyond the newest two are removed. state.json records
+    RUN_STATE_VERSION beside `state`.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    final = directory / f"step-{step:04d}"
+    final = directory / checkpoint_dir_name(step)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=directory))
     try:
         model_state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        save_file(model_state, str(staging / "model.safetensors"))
+        save_file(model_state, str(staging / CHECKPOINT_MODEL))
         save_file(
             {k: v.to(torch.uint8).contiguous().cpu() for k, v in masks.items()},
-            str(staging / "masks.safetensors"),
+            str(staging / CHECKPOINT_MASKS),
         )
-        meta: dict[str, Any] = {"step": step, "state": state, "optimizer": None}
+        meta: dict[str, Any] = {
+            "version": RUN_STATE_VERSION,
+            "step": step,
+            "state": state,
+            "optimizer": None,
+        }
         if optimizer is not None:
             tensors, optimizer_meta = _flatten_optimizer(optimizer.state_dict())
-            save_file(tensors, str(staging / "optimizer.safetensors"))
+            save_file(tensors, str(staging / CHECKPOINT_OPTIMIZER))
             meta["optimizer"] = optimizer_meta
-        (staging / "state.json").write_text(json.dumps(meta, sort_keys=True))
+        (staging / CHECKPOINT_STATE).write_text(json.dumps(meta, sort_keys=True))
         if final.exists():
             shutil.rmtree(final)
         os.replace(staging, final)
@@ -93,26 +112,51 @@ def save_checkpoint(
     pointer = directory / f".{LATEST}.tmp"
     pointer.write_text(final.name)
     os.replace(pointer, directory / LATEST)
-    for old in sorted(directory.glob("step-*"))[:-_KEEP]:
+    for old in sorted(directory.glob("step-*"))[:-CHECKPOINTS_KEPT]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
 
+def read_state(path: Path) -> dict[str, Any]:
+    """The state.json of checkpoint directory `path`, checked for its run-state version.
+
+    A checkpoint without a version predates versioning and reads as version 1.
+
+    Raises:
+        CheckpointInvalid: the checkpoint was written with a newer run-state version than
+            this code reads (RUN_STATE_VERSION), or its version is not a positive integer.
+    """
+    meta: dict[str, Any] = json.loads((path / CHECKPOINT_STATE).read_text())
+    version = meta.get("version", 1)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise CheckpointInvalid(f"checkpoint {path.name}: version {version!r} is not valid")
+    if version > RUN_STATE_VERSION:
+        raise CheckpointInvalid(
+            f"checkpoint {path.name} has run-state version {version}; this code reads version "
+            f"{RUN_STATE_VERSION} or older (resume it with a newer adaprune)"
+        )
+    return meta
+
+
 def load_latest(directory: Path, *, device: torch.device) -> Checkpoint | None:
-    """Load the newest complete checkpoint under `directory`, or None if there is none."""
+    """Load the newest complete checkpoint under `directory`, or None if there is none.
+
+    Raises:
+        CheckpointInvalid: the checkpoint's run-state version is newer than RUN_STATE_VERSION.
+    """
     pointer = directory / LATEST
     if not pointer.is_file():
         return None
     path = directory / pointer.read_text().strip()
-    meta = json.loads((path / "state.json").read_text())
-    model_state = load_file(str(path / "model.safetensors"), device=str(device))
+    meta = read_state(path)
+    model_state = load_file(str(path / CHECKPOINT_MODEL), device=str(device))
     masks = {
         k: v.to(torch.bool)
-        for k, v in load_file(str(path / "masks.safetensors"), device=str(device)).items()
+        for k, v in load_file(str(path / CHECKPOINT_MASKS), device=str(device)).items()
     }
     optimizer_state = None
     if meta["optimizer"] is not None:
-        tensors = load_file(str(path / "optimizer.safetensors"), device=str(device))
+        tensors = load_file(str(path / CHECKPOINT_OPTIMIZER), device=str(device))
         optimizer_state = _unflatten_optimizer(tensors, meta["optimizer"])
     return Checkpoint(
         step=int(meta["step"]),

@@ -1,10 +1,12 @@
 """The engine's error hierarchy: one base class, subclasses named for what happened."""
 
+from core.contract.errors import AdapruneError, ErrorCode
 
-class PruningError(Exception):
+
+class PruningError(AdapruneError):
     """Base class of every error the engine raises on purpose."""
 
-    code = "pruning_error"
+    code: ErrorCode = "pruning_error"
 
 
 class SpecInvalid(PruningError):
@@ -41,3 +43,9 @@ class ArtifactInvalid(PruningError):
     """An artifact directory is incomplete, its checksums disagree, or it cannot be rebuilt."""
 
     code = "artifact_invalid"
+
+
+class CheckpointInvalid(PruningError):
+    """A checkpoint cannot be resumed from: e.g. written by a newer run-state version."""
+
+    code = "checkpoint_invalid"

@@ -7,7 +7,7 @@ they pass and where the checkpoints and the artifact go.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from core import artifact
+from core.contract.entrypoints import ANY_MODULE, EntrypointAllowList
 from core.data import TaskData, load_task
 from core.errors import DataInvalid, ModelLoadFailed
 from core.finetune import evaluate, to_tensors
@@ -45,7 +46,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def prepare(
-    spec: JobSpec, *, cache_dir: Path, allowed_entrypoints: Sequence[str] | None
+    spec: JobSpec, *, cache_dir: Path, allowed_entrypoints: EntrypointAllowList
 ) -> tuple[TaskData, nn.Module]:
     """Load the task's data and build the model (with its weights, when the spec names them)."""
     fetcher = functools.partial(fetch, cache_dir=cache_dir)
@@ -79,7 +80,7 @@ def run_job(
     out_dir: Path,
     work_dir: Path,
     device: str = "auto",
-    allowed_entrypoints: Sequence[str] | None = None,
+    allowed_entrypoints: EntrypointAllowList = ANY_MODULE,
     resume: bool = False,
     on_step: StepCallback | None = None,
     on_phase: PhaseCallback | None = None,

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from core.contract.entrypoints import ANY_MODULE, EntrypointAllowList
 from core.errors import ModelLoadFailed
 from core.registries import ARCHITECTURES
 from core.spec import ModelRef
@@ -62,22 +63,16 @@ def build_builtin(
         raise ModelLoadFailed(f"{arch}: {error}") from error
 
 
-def _entrypoint_allowed(module: str, allowed_prefixes: Sequence[str] | None) -> bool:
-    if allowed_prefixes is None:
-        return True
-    return any(module == prefix or module.startswith(f"{prefix}.") for prefix in allowed_prefixes)
-
-
 def load_entrypoint(
-    entrypoint: str, *, kwargs: Mapping[str, Any], allowed_prefixes: Sequence[str] | None
+    entrypoint: str, *, kwargs: Mapping[str, Any], allowed_prefixes: EntrypointAllowList
 ) -> nn.Module:
     """Import `package.module:factory` and call it with `kwargs`.
 
     Args:
         entrypoint: "package.module:factory".
         kwargs: passed to the factory.
-        allowed_prefixes: module prefixes that may be imported; None allows any module (local
-            use), an empty sequence refuses all.
+        allowed_prefixes: the modules that may be imported (`EntrypointAllowList.any()` for
+            local use; `.only(prefixes)` admits those modules alone, none when empty).
 
     Returns:
         The model the factory returned.
@@ -91,7 +86,7 @@ def load_entrypoint(
         raise ModelLoadFailed(
             f"entrypoint {entrypoint!r} is not of the form 'package.module:factory'"
         )
-    if not _entrypoint_allowed(module_name, allowed_prefixes):
+    if not allowed_prefixes.allows(module_name):
         raise ModelLoadFailed(f"entrypoint module {module_name!r} is not in the allowed prefixes")
     try:
         module = importlib.import_module(module_name)
@@ -134,7 +129,7 @@ def build_model(
     *,
     input_shape: tuple[int, ...],
     num_classes: int,
-    allowed_entrypoints: Sequence[str] | None = None,
+    allowed_entrypoints: EntrypointAllowList = ANY_MODULE,
 ) -> nn.Module:
     """Build the model a job names (weights are loaded separately with `load_weights`).
 
@@ -142,7 +137,7 @@ def build_model(
         ref: a built-in architecture or a factory entry point, with kwargs.
         input_shape: the shape of one example of the task.
         num_classes: the task's number of classes.
-        allowed_entrypoints: module prefixes user factories may come from; None allows any.
+        allowed_entrypoints: the modules user factories may come from (default: any).
 
     Returns:
         A model mapping (N, *input_shape) to (N, num_classes).
@@ -219,13 +214,13 @@ def architecture(
 
 
 def build_from_architecture(
-    arch: Mapping[str, Any], *, allowed_entrypoints: Sequence[str] | None = None
+    arch: Mapping[str, Any], *, allowed_entrypoints: EntrypointAllowList = ANY_MODULE
 ) -> nn.Module:
     """Rebuild a freshly initialised model from a recipe made by `architecture`.
 
     Args:
         arch: the recipe.
-        allowed_entrypoints: module prefixes a factory may come from; None allows any.
+        allowed_entrypoints: the modules a factory may come from (default: any).
 
     Returns:
         The model, without weights.

@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from core.checkpoint import load_latest, save_checkpoint
+from core.contract.layout import CHECKPOINT_DENSE
 from core.data import TaskData
 from core.finetune import (
     Distillation,
@@ -42,7 +43,7 @@ from core.structured import resize_to_shapes, shapes_of
 
 PhaseCallback = Callable[[str], None]
 CheckpointCallback = Callable[[Path], None]
-DENSE_WEIGHTS = "dense.safetensors"
+DENSE_WEIGHTS = CHECKPOINT_DENSE
 _CALIBRATION_EPOCH = 10_000_000  # generator offset for calibration batches, apart from epochs
 
 

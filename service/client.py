@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -13,39 +12,36 @@ from typing import Any
 
 import httpx
 
+from core.contract.errors import AdapruneError, ErrorCode, as_error_code
+from core.contract.layout import MANIFEST, sha256_file
+from core.contract.states import FINAL_STATES
 from service.store.artifacts import check_artifact_name
 from service.store.jobs import is_job_id
 
-FINAL_STATES = ("succeeded", "failed", "cancelled")
-MANIFEST = "manifest.json"
+__all__ = ["AdapruneClient", "ChecksumMismatch", "ClientError", "sha256_file"]
+
 StepCallback = Callable[[dict[str, Any]], None]
 
 
-class ClientError(Exception):
+class ClientError(AdapruneError):
     """The API answered with an error (status and the body's code and message).
 
-    `status` is None when the client refused the call itself, before any request.
+    `status` is None when the client refused the call itself, before any request. A code this
+    client does not know (a newer server's) reads as "http_error"; the message keeps it.
     """
 
     def __init__(self, status: int | None, *, code: str, message: str) -> None:
         prefix = f"{status} {code}" if status is not None else code
         super().__init__(f"{prefix}: {message}")
         self.status = status
-        self.code = code
+        self.code: ErrorCode = as_error_code(code)
         self.message = message
 
 
-class ChecksumMismatch(Exception):
+class ChecksumMismatch(AdapruneError):
     """A downloaded artifact's sha256 differs from the listing or the manifest."""
 
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
+    code = "checksum_mismatch"
 
 
 class AdapruneClient:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from core.contract.errors import AdapruneError, ErrorCode
 
-class ServiceError(Exception):
+
+class ServiceError(AdapruneError):
     """Base class of every error the service raises on purpose."""
 
-    code = "service_error"
+    code: ErrorCode = "service_error"
 
 
 class JobNotFound(ServiceError):

@@ -16,6 +16,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from core.contract.errors import AdapruneError, ErrorCode
 from service.errors import (
     AuthenticationFailed,
     EnqueueFailed,
@@ -37,7 +38,7 @@ STATUS_OF: dict[type[ServiceError], int] = {
     InvalidKey: 400,
     EnqueueFailed: 503,
 }
-CODE_OF_STATUS = {
+CODE_OF_STATUS: dict[int, ErrorCode] = {
     400: "bad_request",
     401: "unauthenticated",
     404: "not_found",
@@ -50,20 +51,21 @@ BEARER = {"WWW-Authenticate": 'Bearer realm="adaprune"'}
 log = logging.getLogger(__name__)
 
 
-class ApiError(Exception):
+class ApiError(AdapruneError):
     """An HTTP error with the service's error body."""
 
     def __init__(
         self,
         status: int,
         *,
-        code: str,
+        code: ErrorCode,
         message: str,
         field: str | None = None,
         details: Sequence[ErrorDetail] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
+        self.code = code
         self.status = status
         self.body = ErrorBody(
             error=ErrorInfo(
@@ -77,7 +79,7 @@ class ApiError(Exception):
 
 
 def error_response(
-    status: int, *, code: str, message: str, headers: Mapping[str, str] | None = None
+    status: int, *, code: ErrorCode, message: str, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
     """A JSON response in the error shape (for places that cannot raise ApiError)."""
     body = ErrorBody(error=ErrorInfo(code=code, message=message))

@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from service.db.models import JOB_STATES
+from core.contract.states import JOB_STATES
 
 log = logging.getLogger(__name__)
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
+from core.contract.entrypoints import EntrypointAllowList
 from core.spec import JobSpec
 
 
@@ -16,16 +17,6 @@ class PolicyViolation:
 
     field: str
     message: str
-
-
-def entrypoint_allowed(entrypoint: str, prefixes: Sequence[str]) -> bool:
-    """Whether the module of `pkg.module:factory` is one of `prefixes` or inside one."""
-    module = entrypoint.partition(":")[0]
-    for prefix in prefixes:
-        prefix = prefix.strip().rstrip(".")
-        if prefix and (module == prefix or module.startswith(prefix + ".")):
-            return True
-    return False
 
 
 def file_allowed(uri: str, roots: Sequence[str]) -> bool:
@@ -50,11 +41,12 @@ def check_policy(
     """
     problems: list[PolicyViolation] = []
     entrypoint = spec.model.entrypoint
-    if entrypoint is not None and not entrypoint_allowed(entrypoint, allowed_entrypoints):
-        allowed = ", ".join(allowed_entrypoints) or "none (built-in archs only)"
+    allow_list = EntrypointAllowList.only(allowed_entrypoints)
+    if entrypoint is not None and not allow_list.allows(entrypoint):
         problems.append(
             PolicyViolation(
-                "model.entrypoint", f"{entrypoint!r} is not under an allowed module: {allowed}"
+                "model.entrypoint",
+                f"{entrypoint!r} is not under an allowed module: {allow_list.describe()}",
             )
         )
     for field, uri in (("model.weights", spec.model.weights), ("task.data", spec.task.data)):

@@ -7,12 +7,11 @@ delivering every id at least once without ever running two copies of a job at th
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from annotated_types import Le
 from celery import Celery
 
 from core.spec import PRUNE_TASK, BudgetSpec
+from service.queue import broker_url
 from workers.settings import WorkerSettings
 
 # The longest job the spec allows: the upper bound of budget.max_runtime_s (7 days).
@@ -32,15 +31,6 @@ VISIBILITY_TIMEOUT_S = MAX_JOB_RUNTIME_S + 24 * 3600
 app = Celery("adaprune", include=["workers.tasks"])
 
 
-def celery_broker_url(redis_url: str) -> str:
-    """The kombu URL of a Redis URL: `unix:///path/sock` becomes `redis+socket:///path/sock`."""
-    parts = urlsplit(redis_url)
-    if parts.scheme != "unix":
-        return redis_url
-    query = f"?{parts.query}" if parts.query else ""
-    return f"redis+socket://{parts.path}{query}"
-
-
 def configure(settings: WorkerSettings, *, celery: Celery = app) -> Celery:
     """Point `celery` at the broker of `settings` and apply the delivery rules.
 
@@ -52,7 +42,7 @@ def configure(settings: WorkerSettings, *, celery: Celery = app) -> Celery:
         The configured app.
     """
     celery.conf.update(
-        broker_url=celery_broker_url(settings.redis_url),
+        broker_url=broker_url(settings.redis_url),
         broker_connection_retry_on_startup=True,
         broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
         result_backend=None,

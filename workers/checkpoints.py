@@ -13,13 +13,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from core.contract.layout import (
+    CHECKPOINT_DENSE,
+    CHECKPOINT_LATEST,
+    CHECKPOINT_STATE,
+    CHECKPOINTS_KEPT,
+)
 from service.storage import ArtifactStorage
 from workers.errors import StorageUnavailable
 from workers.retry import STORAGE_TRIES, retry_for
 
-LATEST = "LATEST"
-DENSE = "dense.safetensors"
-KEEP = 2
+LATEST = CHECKPOINT_LATEST
+DENSE = CHECKPOINT_DENSE
+KEEP = CHECKPOINTS_KEPT
 _STEP_DIR = re.compile(r"^step-\d{4,}$")
 T = TypeVar("T")
 
@@ -123,7 +129,7 @@ class CheckpointMirror:
         except FileNotFoundError as error:
             raise StorageUnavailable(f"checkpoint {name} is incomplete: {error}") from error
         self._dense_stored = True
-        state = json.loads((dest / name / "state.json").read_text())
+        state = json.loads((dest / name / CHECKPOINT_STATE).read_text())
         (dest / LATEST).write_text(name)
         return int(state["step"])
 

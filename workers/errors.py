@@ -5,11 +5,13 @@ from __future__ import annotations
 import redis.exceptions
 import sqlalchemy.exc
 
+from core.contract.errors import AdapruneError, ErrorCode
 
-class InfrastructureError(Exception):
+
+class InfrastructureError(AdapruneError):
     """A backing service (database, broker, artifact storage) did not answer."""
 
-    code = "infrastructure_unavailable"
+    code: ErrorCode = "infrastructure_unavailable"
 
 
 class StorageUnavailable(InfrastructureError):
@@ -37,7 +39,7 @@ DATABASE_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
-def infra_code(error: BaseException) -> str:
+def infra_code(error: BaseException) -> ErrorCode:
     """The error code a job gets when `error` outlasted its retries."""
     if isinstance(error, InfrastructureError):
         return error.code

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import gc
 import logging
-import math
 import os
 import secrets
 import socket
@@ -24,10 +23,14 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
+from core.contract.entrypoints import EntrypointAllowList
+from core.contract.errors import ErrorCode
+from core.contract.jsonsafe import json_safe
+from core.contract.layout import MANIFEST, sha256_file
+from core.contract.specfile import describe_validation
 from core.errors import PruneCancelled, PruningError
 from core.report import StepReport
 from core.spec import JobSpec
-from service.client import sha256_file
 from service.policy import check_policy
 from service.storage import ArtifactStorage, artifact_key, job_prefix, storage_from_url
 from service.store import ArtifactRow, Claim, JobStore
@@ -39,7 +42,6 @@ from workers.retry import retry_for
 from workers.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
-MANIFEST = "manifest.json"
 T = TypeVar("T")
 SKIPPED = "skipped"
 
@@ -49,15 +51,6 @@ def lease_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
-def first_error(error: ValidationError) -> str:
-    """A pydantic error as one line: "field.path: message" (plus how many more there are)."""
-    errors = error.errors()
-    head = errors[0]
-    where = ".".join(str(part) for part in head["loc"]) or "spec"
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return one_line(f"{where}: {head['msg']}{more}")
-
-
 @dataclass
 class EngineOutput:
     """What is kept of a finished engine run once its models are released."""
@@ -65,17 +58,6 @@ class EngineOutput:
     result: dict[str, Any]
     artifact_dir: Path
     files: list[str] = field(default_factory=list)
-
-
-def json_safe(value: Any) -> Any:
-    """`value` with NaN and infinities replaced by None (PostgreSQL JSON refuses them)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    return value
 
 
 def store_write(what: str, call: Callable[[], T]) -> T:
@@ -195,11 +177,11 @@ class JobRunner:
         log.info("job %s: finished %s on attempt %d", claim.job_id, state, claim.attempt)
         return state
 
-    def _fail(self, claim: Claim, *, code: str, message: str) -> str | None:
+    def _fail(self, claim: Claim, *, code: ErrorCode, message: str) -> str | None:
         log.info("job %s: failed: %s: %s", claim.job_id, code, message)
         return self._finish(claim, state="failed", error_code=code, error_message=message)
 
-    def _fail_quietly(self, claim: Claim, *, code: str, message: str) -> str | None:
+    def _fail_quietly(self, claim: Claim, *, code: ErrorCode, message: str) -> str | None:
         try:
             return self._fail(claim, code=code, message=message)
         except INFRA_ERRORS as error:
@@ -217,7 +199,9 @@ class JobRunner:
         try:
             spec = JobSpec.model_validate(claim.spec)
         except ValidationError as error:
-            return self._fail(claim, code="spec_invalid", message=first_error(error))
+            return self._fail(
+                claim, code="spec_invalid", message=one_line(describe_validation(error, limit=1))
+            )
         problems = check_policy(
             spec,
             allowed_entrypoints=self.settings.allowed_entrypoints,
@@ -333,7 +317,7 @@ class JobRunner:
             out_dir=out_dir,
             work_dir=work,
             device=self.settings.device,
-            allowed_entrypoints=self.settings.allowed_entrypoints or None,
+            allowed_entrypoints=EntrypointAllowList.only(self.settings.allowed_entrypoints),
             resume=resume,
             on_step=on_step,
             on_phase=on_phase,

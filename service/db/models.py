@@ -22,11 +22,22 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-JOB_STATES = ("queued", "running", "cancelling", "succeeded", "failed", "cancelled")
-ACTIVE_STATES = ("queued", "running", "cancelling")
-LEASED_STATES = ("running", "cancelling")
-FINAL_STATES = ("succeeded", "failed", "cancelled")
-PHASES = ("baseline", "scoring", "finetuning", "exporting")
+from core.contract.states import ACTIVE_STATES, FINAL_STATES, JOB_STATES, LEASED_STATES, PHASES
+
+__all__ = [
+    "ACTIVE_STATES",
+    "FINAL_STATES",
+    "JOB_STATES",
+    "LEASED_STATES",
+    "PHASES",
+    "ApiKey",
+    "Artifact",
+    "Base",
+    "Job",
+    "JobStep",
+    "Tenant",
+    "utcnow",
+]
 
 
 def utcnow() -> datetime:

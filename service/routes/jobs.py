@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Response
 from starlette.concurrency import run_in_threadpool
 
+from core.contract.states import JobState
 from core.spec import JobSpec
 from service.db.models import Tenant
 from service.deps import Services, ServicesDep, TenantDep
@@ -22,7 +23,6 @@ log = logging.getLogger(__name__)
 # What a tenant sees when the broker refused a job; the cause (hosts, socket paths) is logged.
 ENQUEUE_FAILED_MESSAGE = "the job could not be queued; try again"
 
-StateFilter = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
 ERRORS: dict[int | str, dict[str, object]] = {
     status: {"model": ErrorBody} for status in (401, 404, 409, 413, 422, 429, 503)
 }
@@ -70,7 +70,10 @@ def _submit(
     )
     if problems:
         raise validation_error(
-            [ErrorDetail(code="policy", message=p.message, field=p.field) for p in problems]
+            [
+                ErrorDetail(code="policy_violation", message=p.message, field=p.field)
+                for p in problems
+            ]
         )
     queue = x_adaprune_queue or settings.default_queue
     created = services.store.create_job(
@@ -102,7 +105,7 @@ def _submit(
 def list_jobs(
     tenant: TenantDep,
     services: ServicesDep,
-    state: StateFilter | None = None,
+    state: JobState | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> JobList:

@@ -17,7 +17,8 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from service.db.models import ACTIVE_STATES, JOB_STATES, LEASED_STATES, Job, Tenant, utcnow
+from core.contract.states import ACTIVE_STATES, JOB_STATES, LEASED_STATES
+from service.db.models import Job, Tenant, utcnow
 from service.errors import IdempotencyConflict, InvalidCursor, JobNotFound, QuotaExceeded
 from service.store.base import StoreBase
 

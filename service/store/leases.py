@@ -13,11 +13,13 @@ from typing import Any
 
 from sqlalchemy import CursorResult, case, func, or_, select, update
 
-from service.db.models import FINAL_STATES, JOB_STATES, LEASED_STATES, PHASES, Job, Tenant, utcnow
+from core.contract.errors import ErrorCode
+from core.contract.states import FINAL_STATES, JOB_STATES, LEASED_STATES, PHASES
+from service.db.models import Job, Tenant, utcnow
 from service.store.base import StoreBase
 from service.store.jobs import is_job_id
 
-ATTEMPTS_EXHAUSTED = "attempts_exhausted"
+ATTEMPTS_EXHAUSTED: ErrorCode = "attempts_exhausted"
 
 
 @dataclass(frozen=True)
@@ -174,7 +176,7 @@ class LeaseOps(StoreBase):
         owner: str,
         state: str,
         result: Mapping[str, Any] | None = None,
-        error_code: str | None = None,
+        error_code: ErrorCode | None = None,
         error_message: str | None = None,
     ) -> bool:
         """End the job, but only while `owner` still holds its lease.
@@ -266,7 +268,7 @@ class LeaseOps(StoreBase):
 
     def job_state_counts(self) -> dict[str, int]:
         """Jobs per state over all tenants (every state present, zero when none)."""
-        counts = dict.fromkeys(JOB_STATES, 0)
+        counts: dict[str, int] = dict.fromkeys(JOB_STATES, 0)
         with self.tx() as session:
             for state, count in session.execute(
                 select(Job.state, func.count()).group_by(Job.state)

@@ -8,7 +8,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from service.db.models import LEASED_STATES, Job, JobStep, utcnow
+from core.contract.states import LEASED_STATES
+from service.db.models import Job, JobStep, utcnow
 from service.store.base import StoreBase
 
 STEP_FIELDS = ("target_sparsity", "sparsity", "metric", "loss", "decision", "seconds", "epochs")

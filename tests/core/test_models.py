@@ -11,6 +11,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from core.architectures import BasicBlock, ResNet, TransformerClassifier
+from core.contract.entrypoints import ANY_MODULE, EntrypointAllowList
 from core.errors import ModelLoadFailed
 from core.models import (
     architecture,
@@ -128,26 +129,29 @@ def test_values_an_arch_cannot_use_are_refused(
 
 
 def test_entrypoint_builds_the_factory_model_with_kwargs() -> None:
-    model = load_entrypoint(TOY, kwargs={"hidden": 5}, allowed_prefixes=None)
+    model = load_entrypoint(TOY, kwargs={"hidden": 5}, allowed_prefixes=ANY_MODULE)
     assert model(torch.randn(2, 4)).shape == (2, 3)
     assert first_linear(model).out_features == 5
 
 
 @pytest.mark.parametrize("prefixes", [["tests"], ["tests.core"], ["tests.core.toy_models"]])
 def test_entrypoint_inside_an_allowed_prefix_loads(prefixes: list[str]) -> None:
-    assert isinstance(load_entrypoint(TOY, kwargs={}, allowed_prefixes=prefixes), nn.Module)
+    assert isinstance(
+        load_entrypoint(TOY, kwargs={}, allowed_prefixes=EntrypointAllowList.only(prefixes)),
+        nn.Module,
+    )
 
 
 @pytest.mark.parametrize("prefixes", [[], ["test"], ["tests.co"], ["tests.core.toy_models.x"]])
 def test_entrypoint_outside_the_allowed_prefixes_is_refused(prefixes: list[str]) -> None:
     with pytest.raises(ModelLoadFailed, match="not in the allowed prefixes"):
-        load_entrypoint(TOY, kwargs={}, allowed_prefixes=prefixes)
+        load_entrypoint(TOY, kwargs={}, allowed_prefixes=EntrypointAllowList.only(prefixes))
 
 
 def test_refused_entrypoint_is_never_imported(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delitem(sys.modules, "tests.core.toy_models", raising=False)
     with pytest.raises(ModelLoadFailed, match="not in the allowed prefixes"):
-        load_entrypoint(TOY, kwargs={}, allowed_prefixes=["models"])
+        load_entrypoint(TOY, kwargs={}, allowed_prefixes=EntrypointAllowList.only(["models"]))
     assert "tests.core.toy_models" not in sys.modules
 
 
@@ -167,7 +171,7 @@ def test_entrypoint_failures_raise_one_line_model_load_failed(
     entrypoint: str, kwargs: dict[str, object], words: str
 ) -> None:
     with pytest.raises(ModelLoadFailed, match=words) as caught:
-        load_entrypoint(entrypoint, kwargs=kwargs, allowed_prefixes=None)
+        load_entrypoint(entrypoint, kwargs=kwargs, allowed_prefixes=ANY_MODULE)
     assert "\n" not in str(caught.value)
 
 
@@ -182,7 +186,12 @@ def test_build_model_applies_the_entrypoint_allow_list() -> None:
     ref = ModelRef(entrypoint=TOY)
     assert isinstance(build_model(ref, input_shape=(4,), num_classes=3), nn.Module)
     with pytest.raises(ModelLoadFailed, match="allowed prefixes"):
-        build_model(ref, input_shape=(4,), num_classes=3, allowed_entrypoints=["models"])
+        build_model(
+            ref,
+            input_shape=(4,),
+            num_classes=3,
+            allowed_entrypoints=EntrypointAllowList.only(["models"]),
+        )
 
 
 def test_build_model_refuses_a_factory_model_that_does_not_fit_the_task() -> None:
@@ -288,10 +297,12 @@ def test_entrypoint_recipe_rebuilds_under_the_allow_list() -> None:
     ref = ModelRef(entrypoint=TOY, kwargs={"hidden": 6})
     recipe = json.loads(json.dumps(architecture(ref, input_shape=(4,), num_classes=3)))
     assert recipe["entrypoint"] == TOY
-    rebuilt = build_from_architecture(recipe, allowed_entrypoints=["tests.core"])
+    rebuilt = build_from_architecture(
+        recipe, allowed_entrypoints=EntrypointAllowList.only(["tests.core"])
+    )
     assert first_linear(rebuilt).out_features == 6
     with pytest.raises(ModelLoadFailed, match="allowed prefixes"):
-        build_from_architecture(recipe, allowed_entrypoints=[])
+        build_from_architecture(recipe, allowed_entrypoints=EntrypointAllowList.only([]))
 
 
 @pytest.mark.parametrize(

@@ -6,10 +6,11 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from core.contract.entrypoints import entrypoint_allowed
 from core.spec import JobSpec
 from service.auth import authenticate, create_key, generate_key, hash_key, revoke_key
 from service.errors import AuthenticationFailed
-from service.policy import check_policy, entrypoint_allowed
+from service.policy import check_policy
 from service.settings import ApiSettings, normalize_database_url
 from service.store import JobStore
 
@@ -90,10 +91,11 @@ def test_postgres_urls_map_to_psycopg(url: str, expected: str) -> None:
 
 
 def test_entrypoint_prefixes_match_whole_module_names() -> None:
-    assert entrypoint_allowed("mypkg.models:build", ["mypkg"])
-    assert entrypoint_allowed("mypkg:build", ["mypkg"])
-    assert not entrypoint_allowed("mypkgevil.models:build", ["mypkg"])
-    assert not entrypoint_allowed("mypkg.models:build", [])
+    assert entrypoint_allowed("mypkg.models:build", ["mypkg"], allow_any=False)
+    assert entrypoint_allowed("mypkg:build", ["mypkg"], allow_any=False)
+    assert not entrypoint_allowed("mypkgevil.models:build", ["mypkg"], allow_any=False)
+    assert not entrypoint_allowed("mypkg.models:build", [], allow_any=False)
+    assert entrypoint_allowed("mypkg.models:build", [], allow_any=True)
 
 
 def test_policy_names_every_refused_field(tmp_path: Path, tiny_spec: Any) -> None:

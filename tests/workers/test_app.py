@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
 from celery import Celery
 from kombu.utils.url import url_to_parts
 
 from core.spec import PRUNE_TASK, BudgetSpec
-from workers.app import celery_broker_url, configure
-from workers.runner import json_safe
+from service.queue import broker_url
+from workers.app import configure
 from workers.settings import WorkerSettings
 
 
@@ -24,13 +22,8 @@ def test_visibility_timeout_outlasts_the_longest_job_the_spec_allows() -> None:
 
 
 def test_a_unix_socket_redis_url_becomes_a_kombu_socket_url_with_an_absolute_path() -> None:
-    url = celery_broker_url("unix:///var/lib/adaprune/redis/redis.sock")
+    url = broker_url("unix:///var/lib/adaprune/redis/redis.sock")
     parts = url_to_parts(url)
     assert parts.scheme == "redis+socket" and parts.hostname is None
     assert "/" + parts.path.lstrip("/") == "/var/lib/adaprune/redis/redis.sock"
-    assert celery_broker_url("redis://127.0.0.1:6379/3") == "redis://127.0.0.1:6379/3"
-
-
-def test_results_stored_as_json_carry_no_nan_or_infinity() -> None:
-    cleaned = json_safe({"a": math.nan, "b": [1.0, math.inf], "c": {"d": 2.5}})
-    assert cleaned == {"a": None, "b": [1.0, None], "c": {"d": 2.5}}
+    assert broker_url("redis://127.0.0.1:6379/3") == "redis://127.0.0.1:6379/3"
