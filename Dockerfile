@@ -2,10 +2,10 @@
 #
 # One image definition, two targets:
 #   api    - FastAPI service, `adaprune migrate` and the client CLI. No torch: the API never
-#            imports it, so the image stays small (~250 MB) and starts fast. The package is
-#            installed with --no-deps on top of deploy/requirements-api.txt.
+#            imports it, so the image stays small (~250 MB) and starts fast. It installs the
+#            package with its `[api]` extra, which pyproject.toml keeps free of torch.
 #   worker - Celery GPU worker: torch first (from the index TORCH_VARIANT picks), then the
-#            package with its dependencies, which pip finds already satisfied for torch.
+#            package with its `[worker]` extra, which pip finds already satisfied for torch.
 # Split chosen: a shared builder stage makes the wheel once; both targets install that wheel
 # on python:3.11-slim. TORCH_VARIANT=cuda uses the CUDA torch wheel, which bundles the CUDA
 # runtime and cuDNN as nvidia-* wheels, so no nvidia/cuda base image is needed: the host only
@@ -33,10 +33,8 @@ COPY . .
 RUN pip wheel --no-deps --wheel-dir /wheels .
 
 FROM runtime AS api
-COPY deploy/requirements-api.txt /tmp/requirements-api.txt
-RUN pip install -r /tmp/requirements-api.txt
 COPY --from=builder /wheels /wheels
-RUN pip install --no-deps /wheels/adaprune-*.whl && rm -rf /wheels /tmp/requirements-api.txt \
+RUN pip install "$(ls /wheels/adaprune-*.whl)[api]" && rm -rf /wheels \
  && python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('torch') is not None)"
 USER 10001:10001
 WORKDIR /var/lib/adaprune
@@ -57,7 +55,7 @@ RUN pip install --index-url "https://download.pytorch.org/whl/${TORCH_CUDA}" "to
 
 FROM torch-${TORCH_VARIANT} AS worker
 COPY --from=builder /wheels /wheels
-RUN pip install /wheels/adaprune-*.whl && rm -rf /wheels
+RUN pip install "$(ls /wheels/adaprune-*.whl)[worker]" && rm -rf /wheels
 COPY deploy/worker_probe.py /usr/local/bin/adaprune-worker-probe
 ENV ADAPRUNE_METRICS_PORT=9100 \
     ADAPRUNE_HEARTBEAT_S=10

@@ -7,13 +7,12 @@ setup:
 	bash scripts/setup.sh
 
 style:
-	$(PY) -m ruff format core service workers bench tests
-	$(PY) -m ruff check --fix core service workers bench tests
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
 
+# ruff lint and format, mypy, import contracts: the checks scripts/test.sh runs before pytest
 quality:
-	$(PY) -m ruff format --check core service workers bench tests
-	$(PY) -m ruff check core service workers bench tests
-	$(PY) -m mypy core service workers
+	bash scripts/quality.sh
 
 test:
 	bash scripts/test.sh

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Create .venv and install adaprune with its test tools. Safe to run again: it only adds what is missing.
+# Create .venv and install adaprune with its `[dev]` extra (the worker's engine plus the test and
+# lint tools). Safe to run again: it only adds what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
-# torch first, pinned, so pip never resolves a multi-GB CUDA build for the bare requirement.
+# torch first, pinned, so pip never resolves a multi-GB CUDA build for the `[worker]` requirement.
 TORCH_SPEC=${ADAPRUNE_TORCH_SPEC:-torch==2.13.0}
 LOG=.venv/setup.log
 

@@ -45,7 +45,11 @@ def check_job_id(job_id: str) -> str:
 
 
 def request_hash(spec: Mapping[str, Any], *, queue: str) -> str:
-    """sha256 of the canonical JSON of a normalised spec and its queue (idempotency check)."""
+    """sha256 of the canonical JSON of a defaults-filled spec and its resolved queue.
+
+    The digest of jobs stored before submissions were hashed as sent (`service.idempotency`),
+    still accepted for them, and the digest of jobs created without a request body.
+    """
     canonical = json.dumps({"spec": spec, "queue": queue}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -100,6 +104,7 @@ class JobQueries(StoreBase):
         queue: str,
         idempotency_key: str | None = None,
         max_active: int | None = None,
+        digest: str | None = None,
     ) -> Created:
         """Insert a queued job, or return the job an earlier call with the same key created.
 
@@ -109,6 +114,8 @@ class JobQueries(StoreBase):
             queue: the Celery queue the job is sent to.
             idempotency_key: the client's key; a repeat with the same body returns the first job.
             max_active: refuse when the tenant already has this many active jobs (None: no cap).
+            digest: the request's idempotency digest (`service.idempotency.body_digest`);
+                None: `request_hash` of the spec and queue.
 
         Returns:
             The job and whether it was created by this call.
@@ -117,9 +124,11 @@ class JobQueries(StoreBase):
             IdempotencyConflict: the key was used before with a different body.
             QuotaExceeded: the tenant is at its active-job cap.
         """
-        digest = request_hash(spec, queue=queue)
+        legacy = request_hash(spec, queue=queue)
+        # A row stored before body hashing carries the legacy digest; its retry still matches.
+        digests = (legacy,) if digest is None else (digest, legacy)
         if idempotency_key is not None:
-            existing = self._by_key(tenant_id=tenant_id, key=idempotency_key, digest=digest)
+            existing = self._by_key(tenant_id=tenant_id, key=idempotency_key, digests=digests)
             if existing is not None:
                 return Created(existing, created=False)
         job = Job(
@@ -131,7 +140,7 @@ class JobQueries(StoreBase):
             attempt=0,
             spec=dict(spec),
             idempotency_key=idempotency_key,
-            request_hash=digest,
+            request_hash=digests[0],
             cancel_requested=False,
             created_at=utcnow(),
             target_sparsity=float(spec["prune"]["target_sparsity"]),
@@ -151,18 +160,18 @@ class JobQueries(StoreBase):
             # Another request with the same key won the insert race: answer with its job.
             if idempotency_key is None:
                 raise
-            existing = self._by_key(tenant_id=tenant_id, key=idempotency_key, digest=digest)
+            existing = self._by_key(tenant_id=tenant_id, key=idempotency_key, digests=digests)
             if existing is None:
                 raise
             return Created(existing, created=False)
         return Created(job, created=True)
 
-    def _by_key(self, *, tenant_id: int, key: str, digest: str) -> Job | None:
+    def _by_key(self, *, tenant_id: int, key: str, digests: tuple[str, ...]) -> Job | None:
         with self.tx() as session:
             job = session.scalars(
                 select(Job).where(Job.tenant_id == tenant_id, Job.idempotency_key == key)
             ).one_or_none()
-        if job is not None and job.request_hash != digest:
+        if job is not None and job.request_hash not in digests:
             raise IdempotencyConflict(
                 f"Idempotency-Key {key!r} was already used with a different request body"
             )
