@@ -14,6 +14,18 @@ from pathlib import Path
 from tests.support.processes import unavailable
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser")
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+)
 # Virtual time runs the page's timers (its 2 s polling) and waits for its requests.
 DEFAULT_BUDGET_MS = 8000
 
@@ -33,17 +45,8 @@ def _run(
     with tempfile.TemporaryDirectory(prefix="adaprune-chromium-") as profile:
         argv = [
             chromium(),
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
+            *CHROMIUM_FLAGS,
             f"--user-data-dir={profile}",
-            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
             f"--virtual-time-budget={budget_ms}",
             *extra,
             url,

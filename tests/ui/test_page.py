@@ -1,5 +1,6 @@
 """The web page in headless Chromium against a real API and worker: a running job, its curve,
-its steps, escaped job text, and /docs rendered from bundled assets with no other host."""
+its steps, escaped job text, the key kept in session storage, an artifact downloaded with it,
+and /docs rendered from bundled assets with no other host."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from service.auth import get_or_create_tenant
 from service.store import JobStore
 from tests.support.browser import dump_dom, screenshot
 from tests.support.deployment import Deployment, tiny_spec
+from tests.support.devtools import browser_page
 from tests.support.processes import wait_until
 
 HOSTILE_NAME = '<img src=x onerror="document.title=1">'
@@ -81,7 +83,15 @@ class Dom(HTMLParser):
 
 
 @pytest.fixture(scope="module")
-def running_job(deployment: Deployment) -> Iterator[dict[str, Any]]:
+def finished_job(deployment: Deployment) -> dict[str, Any]:
+    """A short job run to success (before the slow one takes the only worker)."""
+    job = deployment.run_job(tiny_spec(name="ui-done"), timeout_s=180)
+    assert job["state"] == "succeeded", (job, deployment.logs())
+    return job
+
+
+@pytest.fixture(scope="module")
+def running_job(deployment: Deployment, finished_job: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """A job slow enough to watch, with a few steps recorded; cancelled afterwards."""
     spec = tiny_spec(steps=200, epochs_per_step=10, name="ui-watch")
     spec["finetune"]["batch_size"] = 16
@@ -171,3 +181,30 @@ def test_docs_render_offline_from_bundled_assets(deployment: Deployment) -> None
     assert any("/v1/jobs" in e.attrs.get("data-path", e.text) for e in operations), (
         "Swagger UI did not render the API's operations"
     )
+
+
+def test_key_moves_to_session_storage_and_downloads_send_it(
+    deployment: Deployment, finished_job: dict[str, Any], tmp_path: Path
+) -> None:
+    job = finished_job
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    with browser_page(downloads) as page:
+        page.call("Page.navigate", url=_page_url(deployment, job["id"]))
+        page.wait_for("document.querySelectorAll('#artifacts li button').length >= 4")
+        assert page.evaluate("location.hash") == f"#job={job['id']}"
+        stored = page.evaluate("sessionStorage.getItem('adaprune.apiKey')")
+        assert stored == deployment.key
+        page.evaluate(
+            "document.querySelector('#artifacts li[data-name=\"steps.csv\"] button').click()"
+        )
+        saved = downloads / "steps.csv"
+        wait_until(
+            lambda: saved if saved.is_file() and saved.stat().st_size else None,
+            what="the downloaded steps.csv",
+            timeout_s=30,
+        )
+    url = f"{deployment.api_url}/v1/jobs/{job['id']}/artifacts/steps.csv"
+    assert httpx.get(url, timeout=10).status_code == 401  # only a request with the key gets it
+    with deployment.client() as client:
+        assert saved.read_bytes() == client.get(url).raise_for_status().content
