@@ -34,6 +34,7 @@ from core.contract.layout import (
     WEIGHTS,
     sha256_file,
 )
+from core.curve import write_curve
 from core.data import TaskData
 from core.errors import ArtifactInvalid, PruningError
 from core.granularity import make_granularity
@@ -142,37 +143,6 @@ def _write_steps(path: Path, result: PruneResult) -> None:
             writer.writerow([row[column] for column in STEP_COLUMNS])
 
 
-def _write_curve(path: Path, *, result: PruneResult, max_metric_drop: float) -> None:
-    # Figure without pyplot draws with Agg and touches no global backend state.
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
-    figure = Figure(figsize=(7, 4), layout="constrained")
-    metric_axis = figure.subplots()
-    sparsity_axis = metric_axis.twinx()
-    steps = [report.step for report in result.steps]
-    dense = result.dense_metric
-    metric_axis.axhspan(
-        dense - max_metric_drop, dense, color="tab:green", alpha=0.15, label="tolerance"
-    )
-    metric_axis.axhline(dense, color="tab:green", linestyle="--", label="dense metric")
-    metric_axis.plot(
-        steps, [r.metric for r in result.steps], "o-", color="tab:blue", label="metric"
-    )
-    sparsity_axis.plot(
-        steps, [r.sparsity for r in result.steps], "s-", color="tab:orange", label="sparsity"
-    )
-    metric_axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-    metric_axis.set_xlabel("step")
-    metric_axis.set_ylabel("validation metric")
-    sparsity_axis.set_ylabel("sparsity")
-    sparsity_axis.set_ylim(0.0, 1.0)
-    handles = metric_axis.get_legend_handles_labels()
-    more = sparsity_axis.get_legend_handles_labels()
-    metric_axis.legend(handles[0] + more[0], handles[1] + more[1], loc="lower left")
-    figure.savefig(path, dpi=100)
-
-
 def _versions() -> dict[str, str | None]:
     found: dict[str, str | None] = {"python": platform.python_version(), "torch": torch.__version__}
     for name in _VERSIONED:
@@ -239,7 +209,13 @@ def _build(
         batch_sizes=latency_batch_sizes,
     )
     _write_steps(tmp / STEPS, result)
-    _write_curve(tmp / CURVE, result=result, max_metric_drop=spec.prune.max_metric_drop)
+    write_curve(
+        tmp / CURVE,
+        result=result,
+        name=spec.name,
+        target_sparsity=spec.prune.target_sparsity,
+        max_metric_drop=spec.prune.max_metric_drop,
+    )
     summary = result.to_dict()
     summary.pop("steps")
     manifest = {

@@ -8,16 +8,19 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from service.deps import Services
 from service.http_errors import install_error_handlers
 from service.metrics import ApiMetrics, ScrapeSources
 from service.middleware import BodyLimitMiddleware, MetricsMiddleware
 from service.queue import JobQueue
-from service.routes import artifacts, health, jobs
+from service.routes import artifacts, health, jobs, ui
 from service.settings import ApiSettings
 from service.storage import storage_from_url
 from service.store import JobStore
+
+DOCS_ASSETS_URL = "/static/docs"
 
 
 def build_services(settings: ApiSettings) -> Services:
@@ -56,7 +59,15 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         services.queue.close()
         services.store.engine.dispose()
 
-    app = FastAPI(title="adaprune", version="0.1.0", lifespan=lifespan)
+    # Swagger UI and ReDoc from assets shipped in the fastapi-offline wheel: /docs works offline.
+    app = FastAPIOffline(
+        title="adaprune",
+        version="0.1.0",
+        lifespan=lifespan,
+        static_url=DOCS_ASSETS_URL,
+        # Swagger UI would otherwise send the spec's URL to its public validator.
+        swagger_ui_parameters={"validatorUrl": None},
+    )
     app.state.services = services
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=services.settings.max_body_bytes)
@@ -64,6 +75,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(artifacts.router)
     app.include_router(health.router)
+    app.include_router(ui.router)
     return app
 
 
