@@ -213,6 +213,38 @@ class BudgetSpec(BaseModel):
     max_runtime_s: float = Field(default=3600.0, gt=0.0, le=7 * 24 * 3600.0)
 
 
+MAX_LATENCY_BATCH_SIZES = 4
+MAX_LATENCY_BATCH = 1024
+
+
+class ExportSpec(BaseModel):
+    """How the artifact's latency is measured; its time counts against `budget.max_runtime_s`.
+
+    `latency_seconds` is the most time spent timing forward passes (all batch sizes together);
+    when less of the job's budget is left, less is measured and the manifest says so.
+    """
+
+    model_config = _strict()
+
+    latency_batch_sizes: list[int] = Field(
+        default_factory=lambda: [1, 32],
+        min_length=0,
+        max_length=MAX_LATENCY_BATCH_SIZES,
+        description="batch sizes latency is measured at (empty: no latency measured)",
+    )
+    latency_seconds: float = Field(default=10.0, ge=0.0, le=600.0)
+
+    @field_validator("latency_batch_sizes")
+    @classmethod
+    def _batch_sizes(cls, value: list[int]) -> list[int]:
+        for size in value:
+            if not 1 <= size <= MAX_LATENCY_BATCH:
+                raise ValueError(f"latency batch size {size} must be in [1, {MAX_LATENCY_BATCH}]")
+        if len(set(value)) != len(value):
+            raise ValueError(f"latency batch sizes {value} repeat a size")
+        return value
+
+
 class JobSpec(BaseModel):
     """A complete pruning job: model, task, pruning method, fine-tuning and budget."""
 
@@ -226,4 +258,5 @@ class JobSpec(BaseModel):
     prune: PruneSpec
     finetune: FinetuneSpec = Field(default_factory=FinetuneSpec)
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
+    export: ExportSpec = Field(default_factory=ExportSpec)
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
