@@ -99,8 +99,12 @@ def test_integer_token_ids_reach_an_embedding_model_as_integers(tmp_path):
     assert output.manifest["latency"]["batches"][0]["batch_size"] == 2
     assert output.manifest["architecture"]["input_dtype"] == "int64"
     model = load(tmp_path / "art")
-    assert accuracy_of(model, arrays["x_val"], arrays["y_val"]) == (
-        output.manifest["metrics"]["pruned"]["val"]
+    assert (
+        accuracy_of(model, arrays["x_val"], arrays["y_val"])
+        == (output.manifest["metrics"]["pruned"]["val"])
     )
     assert output.manifest["sparsity"]["sparsity_prunable"] > 0.3
-    assert [entry["name"] for entry in output.manifest["sparsity"]["excluded"]][0] == "embed"
+    excluded = output.manifest["sparsity"]["excluded"]
+    assert excluded[0]["name"] == "embed"
+    assert excluded[0]["params"] == 16 * 8
+    assert excluded[0]["reason"].startswith("embedding")
