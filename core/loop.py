@@ -40,6 +40,7 @@ from core.finetune import (
 )
 from core.importance import Importance, ScoringContext, make_importance
 from core.masks import nm_incompatible, prunable_parameters
+from core.pretrained import reestimate_batchnorm, warmup_lr
 from core.probe import ProbeOutcome, layer_sensitivity, probe_criteria
 from core.report import Decision, PruneResult, StepCallback, StepReport, StopReason
 from core.schedule import AdaptiveController, ControllerState, fixed_schedule
@@ -469,12 +470,15 @@ class _Run:
         del scores
         if prune_spec.granularity == "channel":
             self.optimizer = self._new_optimizer(self.spec.finetune.lr)
+        if self.spec.finetune.bn_recalibration:  # the cut shifted the activations BN normalises
+            reestimate_batchnorm(self.model, (xb for xb, _ in self._scoring_context().batches))
         phases["masking"] = time.perf_counter() - mark
 
         self._phase("finetuning")
         mark = time.perf_counter()
         epochs_before = self.counters.finetune_epochs
-        loss = self._train(self.spec.finetune.epochs_per_step, lr_at=None)
+        warmup = warmup_lr(base=self.spec.finetune.lr, fraction=self.spec.finetune.warmup_fraction)
+        loss = self._train(self.spec.finetune.epochs_per_step, lr_at=warmup)
         phases["finetuning"] = time.perf_counter() - mark
         mark = time.perf_counter()
         metric, val_loss = self._evaluate()
