@@ -108,3 +108,20 @@ def test_integer_token_ids_reach_an_embedding_model_as_integers(tmp_path):
     assert excluded[0]["name"] == "embed"
     assert excluded[0]["params"] == 16 * 8
     assert excluded[0]["reason"].startswith("embedding")
+
+
+def test_export_latency_counts_against_the_runtime_budget(tmp_path):
+    spec = _spec(
+        budget={"max_runtime_s": 0.001},
+        export={"latency_batch_sizes": [1, 32], "latency_seconds": 30.0},
+    )
+    output = run_job(spec, out_dir=tmp_path / "art", work_dir=tmp_path / "work", device="cpu")
+    assert output.manifest["result"]["stop_reason"] == "max_runtime"
+    latency = output.manifest["latency"]
+    assert latency["batches"] == []
+    budget = latency["budget"]
+    assert budget["limited_by_budget"] is True
+    assert budget["seconds_asked"] == 30.0
+    assert budget["time_left_s"] < 0.001
+    assert budget["skipped_batch_sizes"] == [1, 32]
+    assert budget["seconds_spent"] < 5.0
