@@ -202,13 +202,17 @@ def _rounds(
     """Time the models in interleaved rounds until `max_rounds` or `seconds` are spent.
 
     The order rotates every round so that no model is always timed first (cold caches) or
-    last; each model gets an equal share of the time left per round.
+    last; each model gets an equal share of the time left per round, and one untimed pass
+    before its timed ones when that pass is cheap against the share. A round that starts in
+    time is finished, so the measuring can run over `seconds` by at most one round.
     """
     timed: dict[str, list[dict[str, float]]] = {key: [] for key in models}
     start = time.perf_counter()
     deadline = start + seconds
-    for model in models.values():  # untimed: lazy initialisation, allocator, caches
-        measure_latency(model, example_inputs=inputs, warmup=2, repeats=1, max_seconds=1e-6)
+    cost: dict[str, float] = {}
+    for key, model in models.items():  # untimed: lazy initialisation, allocator, caches
+        first = measure_latency(model, example_inputs=inputs, warmup=2, repeats=1, max_seconds=1e-6)
+        cost[key] = first["median_s"]
     keys = list(models)
     for index in range(max_rounds):
         left = deadline - time.perf_counter()
@@ -221,7 +225,8 @@ def _rounds(
                 measure_latency(
                     models[key],
                     example_inputs=inputs,
-                    warmup=1,
+                    # after another model ran, one pass refills the caches, if it is cheap
+                    warmup=1 if 4 * cost[key] <= share else 0,
                     repeats=_REPEATS_PER_ROUND,
                     max_seconds=max(share, 1e-6),
                 )
@@ -260,7 +265,7 @@ def compare_latency(
         device: where the models run ("cpu", "cuda", "cuda:1", ...).
         batch_sizes: batch sizes to time.
         seconds: the most time spent timing, all batch sizes together (each model's first
-            warm-up passes and at least one timed pass per round may run over it).
+            warm-up passes and the last round started in time may run over it).
         speedup_expected: False when the pruned model runs the same dense kernels.
         max_rounds: most interleaved rounds per batch size.
 
