@@ -51,17 +51,21 @@ def summary_table(job: dict[str, Any], manifest: dict[str, Any], directory: Path
             f"{metrics['dense'][split]:.4f}",
             f"{metrics['pruned'][split]:.4f}",
         )
-    table.add_row("sparsity", "0.000", f"{manifest['sparsity']['overall']:.3f}")
+    sparsity = manifest["sparsity"]
+    headline = sparsity.get("sparsity_all_weights", sparsity["overall"])
+    table.add_row("sparsity (all weights)", "0.000", f"{headline:.3f}")
     table.add_row(
         "nonzero params",
         f"{sizes['dense']['nonzero']:,}",
         f"{sizes['pruned']['nonzero']:,}",
     )
     for batch in manifest["latency"]["batches"]:
+        if not batch.get("rounds", 1):
+            continue
         table.add_row(
             f"latency, batch {batch['batch_size']} (ms)",
             f"{batch['dense']['median_s'] * 1e3:.3f}",
-            f"{batch['pruned']['median_s'] * 1e3:.3f}",
+            f"{batch['pruned']['median_s'] * 1e3:.3f} ({batch.get('verdict', '')})",
         )
     result = job.get("result") or {}
     table.add_row("stop reason", "", str(result.get("stop_reason", "")))

@@ -50,6 +50,16 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
+def _speed(row: Mapping[str, Any]) -> str:
+    """The measured ratio with its interval and verdict, e.g. "1.42x [1.31, 1.55] faster"."""
+    interval = row.get("speedup_interval")
+    ratio = row.get("speedup")
+    text = f"{ratio:.2f}x" if ratio else ""
+    if interval:
+        text += f" [{interval[0]:.2f}, {interval[1]:.2f}]"
+    return f"({text} {row.get('verdict', '')})".replace("( ", "(")
+
+
 def summary_table(manifest: Mapping[str, Any]) -> Table:
     """Dense vs pruned: metrics, sparsity, size, MACs and measured latency."""
     table = Table(title=f"adaprune: {manifest['spec']['name']}")
@@ -62,17 +72,24 @@ def summary_table(manifest: Mapping[str, Any]) -> Table:
             table.add_row(
                 f"{split} accuracy", _fmt(metrics["dense"][split]), _fmt(metrics["pruned"][split])
             )
-    table.add_row("sparsity (from file)", "0", _fmt(manifest["sparsity"]["overall"]))
+    sparsity = manifest["sparsity"]
+    table.add_row(
+        "sparsity, all weights (file)",
+        "0",
+        _fmt(sparsity.get("sparsity_all_weights", sparsity["overall"])),
+    )
+    table.add_row("sparsity, prunable layers", "0", _fmt(sparsity["overall"]))
     sizes = manifest["complexity"]
     for key in ("params", "nonzero", "macs"):
         table.add_row(key, _fmt(sizes["dense"][key]), _fmt(sizes["pruned"][key]))
     latency = manifest["latency"]
     for row in latency["batches"]:
-        speedup = row["speedup"]
+        if not row["rounds"]:
+            continue
         table.add_row(
             f"latency b={row['batch_size']} ({latency['device']})",
             f"{row['dense']['median_s'] * 1e3:.3f} ms",
-            f"{row['pruned']['median_s'] * 1e3:.3f} ms" + (f" ({speedup:.2f}x)" if speedup else ""),
+            f"{row['pruned']['median_s'] * 1e3:.3f} ms {_speed(row)}",
         )
     result = manifest["result"]
     table.caption = (

@@ -1,29 +1,30 @@
 """The artifact: weights.safetensors, manifest.json, steps.csv and curve.png, written atomically.
 
-Everything the manifest states about the pruned model is counted or measured: sparsity from the
-saved file, metrics from `evaluate`, latency from timed forward passes. Loading never unpickles.
+This module owns the file format (writing, reading, verifying and loading); what the manifest
+states about the models is counted or measured in `core.measure`. Loading never unpickles.
 """
 
 from __future__ import annotations
 
-import copy
 import csv
 import json
+import math
 import platform
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
-from torch.nn.utils import parametrize, prune
 
+from core import measure
 from core.contract.entrypoints import ANY_MODULE, EntrypointAllowList
 from core.contract.jsonsafe import json_safe
 from core.contract.layout import (
@@ -38,19 +39,21 @@ from core.curve import write_curve
 from core.data import TaskData
 from core.errors import ArtifactInvalid, PruningError
 from core.granularity import make_granularity
-from core.latency import compare_latency, measure_latency
-from core.masks import measured_sparsity, prunable_parameters
+from core.latency import measure_latency
+from core.measure import Evaluate, plain_copy
 from core.models import build_from_architecture
 from core.report import PruneResult
-from core.spec import JobSpec
-from core.structured import count_macs_params, nonzero_params, resize_to_shapes, shapes_of
+from core.spec import ExportSpec, JobSpec
+from core.structured import resize_to_shapes, shapes_of
 
 __all__ = [
     "FORMAT",
     "LATENCY_BATCH_SIZES",
+    "Evaluate",
     "export",
     "load",
     "measure_latency",
+    "plain_copy",
     "read_manifest",
     "sha256_file",
 ]
@@ -58,8 +61,8 @@ __all__ = [
 FORMAT = ARTIFACT_FORMAT
 STEPS = STEPS_CSV
 CURVE = CURVE_PNG
-# small, medium and large batches: a pruned model can be faster at one and slower at another
-LATENCY_BATCH_SIZES = (1, 32, 256)
+# the spec's default batch sizes (`export.latency_batch_sizes`)
+LATENCY_BATCH_SIZES = tuple(ExportSpec().latency_batch_sizes)
 STEP_COLUMNS = (
     "step",
     "target_sparsity",
@@ -71,52 +74,6 @@ STEP_COLUMNS = (
     "epochs",
 )
 _VERSIONED = ("numpy", "safetensors", "torch-pruning", "matplotlib", "adaprune")
-
-Evaluate = Callable[[nn.Module, np.ndarray, np.ndarray], float]
-
-
-def plain_copy(model: nn.Module) -> nn.Module:
-    """A deep copy of `model` with pruning reparametrisations folded into plain parameters.
-
-    `torch.nn.utils.prune` keeps `weight_orig` and `weight_mask` and recomputes `weight` in a
-    forward pre-hook; `torch.nn.utils.parametrize` keeps `parametrizations.<name>.original`.
-    The copy holds the effective (masked) values under the plain names instead.
-    """
-    plain = copy.deepcopy(model)
-    for module in plain.modules():
-        for hook in list(module._forward_pre_hooks.values()):
-            if isinstance(hook, prune.BasePruningMethod):
-                prune.remove(module, hook._tensor_name)  # type: ignore[no-untyped-call]
-        if parametrize.is_parametrized(module):
-            parametrizations = cast(nn.ModuleDict, module.parametrizations)
-            for name in list(parametrizations.keys()):
-                parametrize.remove_parametrizations(module, name, leave_parametrized=True)
-    return plain
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    for tensor in model.parameters():
-        return tensor.device
-    return torch.device("cpu")
-
-
-def _metric(evaluate: Evaluate, model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
-    value = evaluate(model, x, y)
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise ValueError(f"evaluate returned {value!r}, not a number")
-    return float(value)
-
-
-def _metrics(evaluate: Evaluate, model: nn.Module, data: TaskData) -> dict[str, float]:
-    found = {"val": _metric(evaluate, model, data.x_val, data.y_val)}
-    if data.x_test is not None and data.y_test is not None:
-        found["test"] = _metric(evaluate, model, data.x_test, data.y_test)
-    return found
-
-
-def _size(model: nn.Module, example: Tensor) -> dict[str, int]:
-    macs, params = count_macs_params(model, example_inputs=example)
-    return {"params": int(params), "nonzero": int(nonzero_params(model)), "macs": int(macs)}
 
 
 def _write_weights(path: Path, model: nn.Module) -> dict[str, Tensor]:
@@ -153,20 +110,6 @@ def _versions() -> dict[str, str | None]:
     return found
 
 
-def _sparsity(
-    *, saved: Mapping[str, Tensor], pruned: nn.Module, spec: JobSpec, sizes: Mapping[str, Any]
-) -> dict[str, Any]:
-    names = list(prunable_parameters(pruned))
-    overall, per_layer = measured_sparsity({name: saved[name] for name in names})
-    found: dict[str, Any] = {"overall": overall, "per_layer": per_layer}
-    dense_params, pruned_params = sizes["dense"]["params"], sizes["pruned"]["params"]
-    if make_granularity(spec.prune.granularity).changes_shapes or dense_params != pruned_params:
-        found["params_dense"] = dense_params
-        found["params_pruned"] = pruned_params
-        found["removed_fraction"] = 1.0 - pruned_params / dense_params if dense_params else 0.0
-    return found
-
-
 def _check_export_args(out_dir: Path, batch_sizes: Sequence[int]) -> None:
     for size in batch_sizes:
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
@@ -187,26 +130,34 @@ def _build(
     evaluate: Evaluate,
     device: str,
     latency_batch_sizes: Sequence[int],
+    latency_seconds: float,
+    time_left_s: float | None,
     extra: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
+    started = time.perf_counter()
     pruned = plain_copy(model)
     dense = plain_copy(dense_model)
     saved = _write_weights(tmp / WEIGHTS, pruned)
     metrics = {
-        "dense": _metrics(evaluate, dense_model, data),
-        "pruned": _metrics(evaluate, pruned, data),
+        "dense": measure.metrics(evaluate, dense_model, data),
+        "pruned": measure.metrics(evaluate, pruned, data),
     }
     example = torch.from_numpy(np.ascontiguousarray(data.x_val[:1]))
     sizes = {
-        "dense": _size(dense, example.to(_device_of(dense))),
-        "pruned": _size(pruned, example.to(_device_of(pruned))),
+        "dense": measure.size(dense, example.to(measure.device_of(dense))),
+        "pruned": measure.size(pruned, example.to(measure.device_of(pruned))),
     }
-    latency = compare_latency(
-        dense=dense.to(device),
-        pruned=pruned.to(device),
-        features=data.x_val,
+    # a model no smaller than the dense one runs the same dense kernels: no speedup to expect
+    smaller = sizes["pruned"]["params"] < sizes["dense"]["params"]
+    latency = measure.latency(
+        dense=dense,
+        pruned=pruned,
+        data=data,
         device=device,
         batch_sizes=latency_batch_sizes,
+        seconds=latency_seconds,
+        time_left_s=None if time_left_s is None else time_left_s - (time.perf_counter() - started),
+        speedup_expected=smaller,
     )
     _write_steps(tmp / STEPS, result)
     write_curve(
@@ -226,7 +177,12 @@ def _build(
         "architecture": dict(architecture),
         "shapes": shapes_of(pruned),
         "metrics": metrics,
-        "sparsity": _sparsity(saved=saved, pruned=pruned, spec=spec, sizes=sizes),
+        "sparsity": measure.sparsity(
+            saved=saved,
+            pruned=pruned,
+            sizes=sizes,
+            structured=make_granularity(spec.prune.granularity).changes_shapes,
+        ),
         "complexity": sizes,
         "latency": latency,
         "skipped_layers": list(result.skipped_layers),
@@ -241,7 +197,7 @@ def _build(
         },
         "extra": dict(extra or {}),
     }
-    manifest = json_safe(manifest)  # strict JSON: NaN and infinities become null
+    manifest = json_safe(manifest)
     text = json.dumps(manifest, indent=2, allow_nan=False)
     (tmp / MANIFEST).write_text(text + "\n", encoding="utf-8")
     return dict(json.loads(text))
@@ -258,7 +214,9 @@ def export(
     data: TaskData,
     evaluate: Evaluate,
     device: str = "cpu",
-    latency_batch_sizes: Sequence[int] = LATENCY_BATCH_SIZES,
+    latency_batch_sizes: Sequence[int] | None = None,
+    latency_seconds: float | None = None,
+    time_left_s: float | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write the artifact of a pruning run to `out_dir`, all or nothing.
@@ -276,7 +234,11 @@ def export(
         data: the task; validation (and test, when present) metrics are computed on it.
         evaluate: `evaluate(model, x, y) -> metric`, called on both models.
         device: where latency is measured; the models are copied there.
-        latency_batch_sizes: batch sizes latency is measured at.
+        latency_batch_sizes: batch sizes latency is measured at (default: the spec's
+            `export.latency_batch_sizes`).
+        latency_seconds: the most time spent timing (default: `export.latency_seconds`).
+        time_left_s: what the job's budget has left; export measures less latency when it is
+            short and says so in the manifest (None: no limit beyond `latency_seconds`).
         extra: JSON-able values stored under "extra".
 
     Returns:
@@ -288,7 +250,13 @@ def export(
         ArtifactInvalid: the weights file did not read back what was written.
     """
     out_dir = Path(out_dir)
+    if latency_batch_sizes is None:
+        latency_batch_sizes = spec.export.latency_batch_sizes
+    if latency_seconds is None:
+        latency_seconds = spec.export.latency_seconds
     _check_export_args(out_dir, latency_batch_sizes)
+    if not (math.isfinite(latency_seconds) and latency_seconds >= 0):
+        raise ValueError(f"latency_seconds={latency_seconds!r} must be a non-negative number")
     try:
         torch.device(device)
     except RuntimeError as error:
@@ -307,6 +275,8 @@ def export(
             evaluate=evaluate,
             device=device,
             latency_batch_sizes=latency_batch_sizes,
+            latency_seconds=latency_seconds,
+            time_left_s=time_left_s,
             extra=extra,
         )
         tmp.chmod(0o755)

@@ -24,7 +24,11 @@ _OPTIONAL = ("x_test", "y_test")
 
 @dataclass(frozen=True)
 class TaskData:
-    """One task's splits: float32 features of shape (N, *input_shape) and int64 labels (N,)."""
+    """One task's splits: features of shape (N, *input_shape) and int64 labels (N,).
+
+    Features are float32, except integer features (token ids, category codes), which are int64
+    so that they can index an embedding.
+    """
 
     name: str
     x_train: np.ndarray
@@ -35,6 +39,11 @@ class TaskData:
     y_test: np.ndarray | None
     num_classes: int
     input_shape: tuple[int, ...]
+
+    @property
+    def input_dtype(self) -> str:
+        """ "int64" for integer features (token ids), else "float32"."""
+        return "int64" if self.x_train.dtype.kind in "iu" else "float32"
 
 
 def load_task(task: TaskRef, *, fetch: Callable[[str], Path]) -> TaskData:
@@ -117,6 +126,11 @@ def load_npz(path: Path, *, name: str = "npz") -> TaskData:
             raise DataInvalid(
                 f"x_{split}: example shape {xs[split].shape[1:]} differs from x_train's {shape}"
             )
+        if xs[split].dtype != xs["train"].dtype:
+            raise DataInvalid(
+                f"x_{split}: {xs[split].dtype} features while x_train's are "
+                f"{xs['train'].dtype} (give every split integers, or every split floats)"
+            )
         if len(xs[split]) != len(ys[split]):
             raise DataInvalid(
                 f"y_{split}: {len(ys[split])} labels for {len(xs[split])} examples in x_{split}"
@@ -175,7 +189,14 @@ def _features(key: str, array: np.ndarray) -> np.ndarray:
         raise DataInvalid(f"{key}: split is empty")
     if not np.isfinite(array).all():
         raise DataInvalid(f"{key}: contains NaN or infinite values")
-    return np.ascontiguousarray(array, dtype=np.float32)
+    if array.dtype == np.uint64 and len(array) and int(array.max()) > np.iinfo(np.int64).max:
+        raise DataInvalid(f"{key}: integer values above {np.iinfo(np.int64).max} do not fit int64")
+    return np.ascontiguousarray(array, dtype=feature_dtype(array.dtype))
+
+
+def feature_dtype(dtype: np.dtype) -> type[np.generic]:
+    """int64 for integer features (token ids must stay integers), float32 for everything else."""
+    return np.int64 if dtype.kind in "iu" else np.float32
 
 
 def _labels(key: str, array: np.ndarray) -> np.ndarray:

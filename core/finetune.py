@@ -34,9 +34,13 @@ class Distillation:
 
 
 def to_tensors(x: np.ndarray, y: np.ndarray, *, device: torch.device) -> tuple[Tensor, Tensor]:
-    """Move one split to `device` as float32 features and int64 labels."""
+    """Move one split to `device`: int64 labels; features int64 when integral, else float32.
+
+    Integer features are token ids or category codes: an embedding needs them as integers.
+    """
+    features = torch.float32 if x.dtype.kind not in "iu" else torch.int64
     return (
-        torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32, device=device),
+        torch.as_tensor(np.ascontiguousarray(x), dtype=features, device=device),
         torch.as_tensor(np.ascontiguousarray(y), dtype=torch.int64, device=device),
     )
 

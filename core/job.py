@@ -57,6 +57,7 @@ def prepare(
         input_shape=data.input_shape,
         num_classes=data.num_classes,
         allowed_entrypoints=allowed_entrypoints,
+        input_dtype=data.input_dtype,
     )
     if spec.model.weights is not None:
         try:
@@ -121,10 +122,15 @@ def run_job(
         result=outcome.result,
         spec=spec,
         architecture=architecture(
-            spec.model, input_shape=data.input_shape, num_classes=data.num_classes
+            spec.model,
+            input_shape=data.input_shape,
+            num_classes=data.num_classes,
+            input_dtype=data.input_dtype,
         ),
         data=data,
         evaluate=accuracy_of,
         device=str(torch_device),
+        # export is part of the job: its latency measuring gets what the budget has left
+        time_left_s=spec.budget.max_runtime_s - outcome.result.seconds,
     )
     return JobOutput(outcome=outcome, manifest=manifest, artifact_dir=out_dir)

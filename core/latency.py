@@ -1,10 +1,21 @@
-"""Measured inference latency: one model on its own, and a dense model against its pruned copy."""
+"""Measured inference latency: one model on its own, and a dense model against its pruned copy.
+
+A comparison is only as good as the machine is quiet, so every comparison carries its own
+control: the dense model timed against a second copy of itself in the same interleaved rounds.
+Ratios are dense time / other time per round; their geometric mean is the reported ratio, with a
+percentile bootstrap interval over rounds (Efron & Tibshirani 1993, "An Introduction to the
+Bootstrap", ch. 13). The verdict (`latency_verdict`) trusts the pruned model's interval only when
+the control's interval lies inside CONTROL_BAND.
+"""
 
 from __future__ import annotations
 
+import copy
+import math
+import os
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -81,13 +92,95 @@ def measure_latency(
     }
 
 
-_ROUNDS = 3
+Verdict = Literal["faster", "slower", "no_difference", "inconclusive", "not_expected"]
+
+CONFIDENCE = 0.95
+# a same-model ratio outside this band means the machine's noise is larger than 5 %
+CONTROL_BAND = (0.95, 1.05)
+MAX_ROUNDS = 12
+MIN_ROUNDS = 4  # fewer rounds give no interval: four resampled points say little already
 _REPEATS_PER_ROUND = 10
-_SECONDS_PER_ROUND = 2.0
+_RESAMPLES = 2000
+_MODELS = ("dense", "pruned", "control")
 
 
-def _pooled(rounds: Sequence[dict[str, float]]) -> dict[str, float]:
-    """Median over the rounds' medians and p90s; runs summed."""
+def bootstrap_interval(
+    ratios: Sequence[float],
+    *,
+    confidence: float = CONFIDENCE,
+    resamples: int = _RESAMPLES,
+    seed: int = 0,
+) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of the geometric mean of per-round ratios.
+
+    The rounds are resampled with replacement `resamples` times; each resample's statistic is
+    exp(mean(log r_i)); the interval is the (1 - c)/2 and (1 + c)/2 quantiles of those.
+
+    Returns:
+        (low, high), or None for fewer than MIN_ROUNDS ratios or a non-positive ratio.
+    """
+    values = np.asarray(ratios, dtype=np.float64)
+    if len(values) < MIN_ROUNDS or not (values > 0).all() or not np.isfinite(values).all():
+        return None
+    logs = np.log(values)
+    rows = np.random.default_rng(seed).integers(0, len(logs), size=(resamples, len(logs)))
+    means = logs[rows].mean(axis=1)
+    low, high = np.quantile(means, [(1.0 - confidence) / 2.0, (1.0 + confidence) / 2.0])
+    return float(math.exp(low)), float(math.exp(high))
+
+
+def geometric_mean(ratios: Sequence[float]) -> float | None:
+    """exp(mean(log r)); None when there is no ratio or one is not positive."""
+    values = np.asarray(ratios, dtype=np.float64)
+    if len(values) == 0 or not (values > 0).all():
+        return None
+    return float(np.exp(np.log(values).mean()))
+
+
+def latency_verdict(
+    interval: tuple[float, float] | None,
+    control: tuple[float, float] | None,
+    *,
+    speedup_expected: bool,
+    band: tuple[float, float] = CONTROL_BAND,
+) -> Verdict:
+    """What a measured dense/pruned time ratio may claim.
+
+    - not_expected: the pruned model runs the same dense kernels (masks, N:M without a sparse
+      kernel); no speed claim is made whatever was measured.
+    - inconclusive: no interval (too few rounds), the control's interval leaves `band` (the
+      machine is too noisy to tell), or the ratio's interval straddles an edge of `band`.
+    - faster: the whole interval is above band[1]; slower: the whole interval is below band[0].
+    - no_difference: the whole interval lies inside `band`.
+    """
+    if not speedup_expected:
+        return "not_expected"
+    if interval is None or control is None:
+        return "inconclusive"
+    low, high = band
+    if control[0] < low or control[1] > high:
+        return "inconclusive"
+    if interval[0] > high:
+        return "faster"
+    if interval[1] < low:
+        return "slower"
+    if interval[0] >= low and interval[1] <= high:
+        return "no_difference"
+    return "inconclusive"
+
+
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages, where the platform has them."""
+    try:
+        return [round(value, 2) for value in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def _pooled(rounds: Sequence[dict[str, float]]) -> dict[str, float] | None:
+    """Median over the rounds' medians and p90s; runs summed (None without a round)."""
+    if not rounds:
+        return None
     return {
         "median_s": float(np.median([r["median_s"] for r in rounds])),
         "p90_s": float(np.median([r["p90_s"] for r in rounds])),
@@ -103,6 +196,48 @@ def batch_of(features: np.ndarray, *, batch_size: int, device: torch.device) -> 
     return torch.from_numpy(np.ascontiguousarray(features[rows])).to(device)
 
 
+def _rounds(
+    models: dict[str, nn.Module], *, inputs: Tensor, seconds: float, max_rounds: int
+) -> dict[str, list[dict[str, float]]]:
+    """Time the models in interleaved rounds until `max_rounds` or `seconds` are spent.
+
+    The order rotates every round so that no model is always timed first (cold caches) or
+    last; each model gets an equal share of the time left per round, and one untimed pass
+    before its timed ones when that pass is cheap against the share. A round that starts in
+    time is finished, so the measuring can run over `seconds` by at most one round.
+    """
+    timed: dict[str, list[dict[str, float]]] = {key: [] for key in models}
+    start = time.perf_counter()
+    deadline = start + seconds
+    cost: dict[str, float] = {}
+    for key, model in models.items():  # untimed: lazy initialisation, allocator, caches
+        first = measure_latency(model, example_inputs=inputs, warmup=2, repeats=1, max_seconds=1e-6)
+        cost[key] = first["median_s"]
+    keys = list(models)
+    for index in range(max_rounds):
+        left = deadline - time.perf_counter()
+        if left <= 0:
+            break
+        share = left / (len(keys) * (max_rounds - index))
+        shift = index % len(keys)
+        for key in keys[shift:] + keys[:shift]:
+            timed[key].append(
+                measure_latency(
+                    models[key],
+                    example_inputs=inputs,
+                    # after another model ran, one pass refills the caches, if it is cheap
+                    warmup=1 if 4 * cost[key] <= share else 0,
+                    repeats=_REPEATS_PER_ROUND,
+                    max_seconds=max(share, 1e-6),
+                )
+            )
+    return timed
+
+
+def _interval(values: tuple[float, float] | None) -> list[float] | None:
+    return None if values is None else [values[0], values[1]]
+
+
 def compare_latency(
     *,
     dense: nn.Module,
@@ -110,11 +245,18 @@ def compare_latency(
     features: np.ndarray,
     device: str,
     batch_sizes: Sequence[int],
+    seconds: float = 10.0,
+    speedup_expected: bool = True,
+    max_rounds: int = MAX_ROUNDS,
 ) -> dict[str, Any]:
-    """Measure dense and pruned latency at each batch size on `device`.
+    """Measure dense, pruned and a same-model control at each batch size on `device`.
 
-    Both models must already be on `device`. The speedup is dense median / pruned median; it and
-    `faster` are derived from the two measurements of the same batch size only.
+    Both models must already be on `device`. Per batch size the three models (dense, pruned
+    and a deep copy of dense, the control) are timed in up to `max_rounds` interleaved rounds
+    within an equal share of `seconds`. "speedup" is the geometric mean over rounds of dense /
+    pruned median time, "speedup_interval" its bootstrap interval, "control_ratio" and
+    "control_interval" the same for dense / control; "verdict" comes from `latency_verdict`
+    and "faster" is True only for the verdict "faster".
 
     Args:
         dense: the dense model.
@@ -122,40 +264,49 @@ def compare_latency(
         features: examples to draw batches from (N, *input_shape).
         device: where the models run ("cpu", "cuda", "cuda:1", ...).
         batch_sizes: batch sizes to time.
+        seconds: the most time spent timing, all batch sizes together (each model's first
+            warm-up passes and the last round started in time may run over it).
+        speedup_expected: False when the pruned model runs the same dense kernels.
+        max_rounds: most interleaved rounds per batch size.
 
     Returns:
-        {"device", "device_name", "torch_threads", "batches": [{"batch_size", "dense", "pruned",
-        "speedup", "faster"}]}, where "dense"/"pruned" are `measure_latency` results.
+        {"device", "device_name", "torch_threads", "confidence", "control_band",
+        "load_average": {"before", "after"}, "speedup_expected", "seconds", "batches": [...]},
+        each batch {"batch_size", "rounds", "dense", "pruned", "control", "speedup",
+        "speedup_interval", "control_ratio", "control_interval", "verdict", "faster"}, where
+        "dense"/"pruned"/"control" pool `measure_latency` results over the rounds.
     """
+    if not seconds >= 0:
+        raise ValueError(f"seconds={seconds!r} must be non-negative")
     target = torch.device(device)
+    control = copy.deepcopy(dense)
+    before = load_average()
     batches: list[dict[str, Any]] = []
     for size in batch_sizes:
         inputs = batch_of(features, batch_size=size, device=target)
-        # Interleave the two models in rounds so that a burst of load on a shared machine
-        # lands on both, not on whichever happened to be timed second.
-        rounds: dict[str, list[dict[str, float]]] = {"dense": [], "pruned": []}
-        for _ in range(_ROUNDS):
-            for key, model in (("dense", dense), ("pruned", pruned)):
-                rounds[key].append(
-                    measure_latency(
-                        model,
-                        example_inputs=inputs,
-                        repeats=_REPEATS_PER_ROUND,
-                        max_seconds=_SECONDS_PER_ROUND,
-                    )
-                )
-        dense_time, pruned_time = _pooled(rounds["dense"]), _pooled(rounds["pruned"])
+        timed = _rounds(
+            {"dense": dense, "pruned": pruned, "control": control},
+            inputs=inputs,
+            seconds=seconds / max(len(batch_sizes), 1),
+            max_rounds=max_rounds,
+        )
+        medians = {key: [r["median_s"] for r in timed[key]] for key in _MODELS}
+        ratios = [d / p for d, p in zip(medians["dense"], medians["pruned"], strict=True)]
+        controls = [d / c for d, c in zip(medians["dense"], medians["control"], strict=True)]
+        interval = bootstrap_interval(ratios, seed=size)
+        control_interval = bootstrap_interval(controls, seed=size + 1)
+        verdict = latency_verdict(interval, control_interval, speedup_expected=speedup_expected)
         batches.append(
             {
                 "batch_size": size,
-                "dense": dense_time,
-                "pruned": pruned_time,
-                "speedup": (
-                    dense_time["median_s"] / pruned_time["median_s"]
-                    if pruned_time["median_s"] > 0
-                    else None
-                ),
-                "faster": pruned_time["median_s"] < dense_time["median_s"],
+                "rounds": len(ratios),
+                **{key: _pooled(timed[key]) for key in _MODELS},
+                "speedup": geometric_mean(ratios),
+                "speedup_interval": _interval(interval),
+                "control_ratio": geometric_mean(controls),
+                "control_interval": _interval(control_interval),
+                "verdict": verdict,
+                "faster": verdict == "faster",
             }
         )
     name = torch.cuda.get_device_name(target) if target.type == "cuda" else "cpu"
@@ -163,5 +314,10 @@ def compare_latency(
         "device": str(target),
         "device_name": name,
         "torch_threads": torch.get_num_threads(),
+        "confidence": CONFIDENCE,
+        "control_band": list(CONTROL_BAND),
+        "load_average": {"before": before, "after": load_average()},
+        "speedup_expected": speedup_expected,
+        "seconds": seconds,
         "batches": batches,
     }

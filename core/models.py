@@ -106,13 +106,18 @@ def load_entrypoint(
     return model
 
 
-def _check_output(model: nn.Module, *, input_shape: tuple[int, ...], num_classes: int) -> None:
+INPUT_DTYPES = {"float32": torch.float32, "int64": torch.int64}
+
+
+def _check_output(
+    model: nn.Module, *, input_shape: tuple[int, ...], num_classes: int, input_dtype: str
+) -> None:
     """Forward two zero examples so a model that does not fit the task fails at load time."""
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            out = model(torch.zeros(2, *input_shape))
+            out = model(torch.zeros(2, *input_shape, dtype=INPUT_DTYPES[input_dtype]))
     except Exception as error:
         raise ModelLoadFailed(
             f"model cannot take input of shape (N, {', '.join(map(str, input_shape))}): {error}"
@@ -130,6 +135,7 @@ def build_model(
     input_shape: tuple[int, ...],
     num_classes: int,
     allowed_entrypoints: EntrypointAllowList = ANY_MODULE,
+    input_dtype: str = "float32",
 ) -> nn.Module:
     """Build the model a job names (weights are loaded separately with `load_weights`).
 
@@ -137,6 +143,7 @@ def build_model(
         ref: a built-in architecture or a factory entry point, with kwargs.
         input_shape: the shape of one example of the task.
         num_classes: the task's number of classes.
+        input_dtype: "float32", or "int64" for integer features such as token ids.
         allowed_entrypoints: the modules user factories may come from (default: any).
 
     Returns:
@@ -152,7 +159,9 @@ def build_model(
     if ref.entrypoint is None:
         raise ModelLoadFailed("the model names neither a built-in arch nor an entrypoint")
     model = load_entrypoint(ref.entrypoint, kwargs=ref.kwargs, allowed_prefixes=allowed_entrypoints)
-    _check_output(model, input_shape=tuple(input_shape), num_classes=num_classes)
+    _check_output(
+        model, input_shape=tuple(input_shape), num_classes=num_classes, input_dtype=input_dtype
+    )
     return model
 
 
@@ -190,7 +199,7 @@ def load_weights(model: nn.Module, path: Path) -> None:
 
 
 def architecture(
-    ref: ModelRef, *, input_shape: tuple[int, ...], num_classes: int
+    ref: ModelRef, *, input_shape: tuple[int, ...], num_classes: int, input_dtype: str = "float32"
 ) -> dict[str, Any]:
     """A JSON-able recipe that `build_from_architecture` turns back into the same model.
 
@@ -198,10 +207,12 @@ def architecture(
         ref: the model reference of the job.
         input_shape: the shape of one example.
         num_classes: the number of classes.
+        input_dtype: "float32", or "int64" for integer features (recorded only then).
 
     Returns:
-        {"arch" or "entrypoint": ..., "kwargs": {...}, "input_shape": [...], "num_classes": n};
-        built-in kwargs include the defaults, so the recipe does not depend on them.
+        {"arch" or "entrypoint": ..., "kwargs": {...}, "input_shape": [...], "num_classes": n},
+        with "input_dtype": "int64" for integer inputs; built-in kwargs include the defaults,
+        so the recipe does not depend on them.
     """
     recipe: dict[str, Any]
     if ref.arch is not None:
@@ -210,6 +221,8 @@ def architecture(
         recipe = {"entrypoint": ref.entrypoint, "kwargs": dict(ref.kwargs)}
     recipe["input_shape"] = [int(size) for size in input_shape]
     recipe["num_classes"] = int(num_classes)
+    if input_dtype != "float32":
+        recipe["input_dtype"] = input_dtype
     return recipe
 
 
@@ -239,6 +252,11 @@ def build_from_architecture(
         raise ModelLoadFailed(f"architecture num_classes {classes!r} is not an integer")
     if not isinstance(kwargs, Mapping):
         raise ModelLoadFailed(f"architecture kwargs {kwargs!r} is not a mapping")
+    input_dtype = arch.get("input_dtype", "float32")
+    if input_dtype not in INPUT_DTYPES:
+        raise ModelLoadFailed(
+            f"architecture input_dtype {input_dtype!r} is not one of {list(INPUT_DTYPES)}"
+        )
     try:
         ref = ModelRef(
             arch=arch.get("arch"), entrypoint=arch.get("entrypoint"), kwargs=dict(kwargs)
@@ -251,4 +269,5 @@ def build_from_architecture(
         input_shape=tuple(shape),
         num_classes=classes,
         allowed_entrypoints=allowed_entrypoints,
+        input_dtype=input_dtype,
     )

@@ -258,6 +258,26 @@ class FinetuneSpec(BaseModel):
     distill: bool = False
     distill_temperature: float = Field(default=2.0, gt=0.0, le=100.0)
     distill_weight: float = Field(default=0.5, ge=0.0, le=1.0)
+    warmup_fraction: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="linear lr warm-up over this fraction of the first epoch after each cut",
+    )
+    bn_recalibration: bool = Field(
+        default=False,
+        description="re-estimate BatchNorm running statistics after each cut (calibration batches)",
+    )
+
+
+# Fine-tuning defaults for a trained network (`model.weights` given), used for every field the
+# spec leaves out: dense-training settings (lr 1e-3, no warm-up) wreck a trained network in one
+# epoch, so that every cut would be blamed for the damage and rolled back.
+PRETRAINED_FINETUNE_DEFAULTS: dict[str, Any] = {
+    "lr": 1e-4,
+    "warmup_fraction": 0.1,
+    "bn_recalibration": True,
+}
 
 
 class BudgetSpec(BaseModel):
@@ -267,6 +287,38 @@ class BudgetSpec(BaseModel):
 
     max_epochs: int = Field(default=1000, ge=1, le=100_000, description="fine-tuning epochs")
     max_runtime_s: float = Field(default=3600.0, gt=0.0, le=7 * 24 * 3600.0)
+
+
+MAX_LATENCY_BATCH_SIZES = 4
+MAX_LATENCY_BATCH = 1024
+
+
+class ExportSpec(BaseModel):
+    """How the artifact's latency is measured; its time counts against `budget.max_runtime_s`.
+
+    `latency_seconds` is the most time spent timing forward passes (all batch sizes together);
+    when less of the job's budget is left, less is measured and the manifest says so.
+    """
+
+    model_config = _strict()
+
+    latency_batch_sizes: list[int] = Field(
+        default_factory=lambda: [1, 32],
+        min_length=0,
+        max_length=MAX_LATENCY_BATCH_SIZES,
+        description="batch sizes latency is measured at (empty: no latency measured)",
+    )
+    latency_seconds: float = Field(default=10.0, ge=0.0, le=600.0)
+
+    @field_validator("latency_batch_sizes")
+    @classmethod
+    def _batch_sizes(cls, value: list[int]) -> list[int]:
+        for size in value:
+            if not 1 <= size <= MAX_LATENCY_BATCH:
+                raise ValueError(f"latency batch size {size} must be in [1, {MAX_LATENCY_BATCH}]")
+        if len(set(value)) != len(value):
+            raise ValueError(f"latency batch sizes {value} repeat a size")
+        return value
 
 
 class JobSpec(BaseModel):
@@ -282,4 +334,29 @@ class JobSpec(BaseModel):
     prune: PruneSpec
     finetune: FinetuneSpec = Field(default_factory=FinetuneSpec)
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
+    export: ExportSpec = Field(default_factory=ExportSpec)
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pretrained_finetune_defaults(cls, data: Any) -> Any:
+        """With `model.weights` given, fill the fine-tuning fields the spec leaves out from
+        PRETRAINED_FINETUNE_DEFAULTS; fields given explicitly are kept as they are.
+
+        The filled-in values are stored with the spec, so the API shows what will run and a
+        spec read back (from JSON, where every field is present) means the same job.
+        """
+        if not isinstance(data, dict):
+            return data
+        model = data.get("model")
+        weights = model.weights if isinstance(model, ModelRef) else None
+        if isinstance(model, dict):
+            weights = model.get("weights")
+        if weights is None:
+            return data
+        finetune = data.get("finetune", {})
+        if isinstance(finetune, FinetuneSpec):
+            finetune = finetune.model_dump(include=finetune.model_fields_set)
+        if not isinstance(finetune, dict):
+            return data
+        return {**data, "finetune": PRETRAINED_FINETUNE_DEFAULTS | finetune}

@@ -6,6 +6,7 @@ import math
 import time
 
 from core.errors import TrainingDiverged
+from core.pretrained import reestimate_batchnorm, warmup_lr
 from core.registries import SCHEDULES
 from core.report import Decision
 from core.run import Run
@@ -62,12 +63,15 @@ def prune_step(run: Run) -> bool:
     del scores
     if run.granularity.changes_shapes:
         run.optimizer = run.new_optimizer(run.spec.finetune.lr)
+    if run.spec.finetune.bn_recalibration:  # the cut shifted the activations BN normalises
+        reestimate_batchnorm(run.model, (xb for xb, _ in run.scoring_context().batches))
     phases["masking"] = time.perf_counter() - mark
 
     run.phase("finetuning")
     mark = time.perf_counter()
     epochs_before = state.counters.finetune_epochs
-    loss = run.train(run.spec.finetune.epochs_per_step, lr_at=None)
+    warmup = warmup_lr(base=run.spec.finetune.lr, fraction=run.spec.finetune.warmup_fraction)
+    loss = run.train(run.spec.finetune.epochs_per_step, lr_at=warmup)
     phases["finetuning"] = time.perf_counter() - mark
     mark = time.perf_counter()
     metric, val_loss = run.evaluate()

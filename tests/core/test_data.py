@@ -148,6 +148,27 @@ def test_valid_npz_loads_as_float32_features_and_int64_labels(tmp_path: Path) ->
     assert np.array_equal(task.y_train, arrays["y_train"])
 
 
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.uint8, np.uint16])
+def test_integer_features_keep_an_integer_dtype(tmp_path: Path, dtype: Any) -> None:
+    ids = {
+        key: (np.arange(len(value) * 4).reshape(len(value), 4) % 7).astype(dtype)
+        for key, value in valid_arrays().items()
+        if key.startswith("x_")
+    }
+    task = load_npz(write(tmp_path / "t.npz", valid_arrays() | ids))
+    for features in (task.x_train, task.x_val, task.x_test):
+        assert features is not None
+        assert features.dtype == np.int64
+    assert np.array_equal(task.x_train, ids["x_train"].astype(np.int64))
+
+
+def test_splits_must_agree_on_integer_or_float_features(tmp_path: Path) -> None:
+    arrays = valid_arrays()
+    arrays["x_val"] = np.zeros((6, 2, 3), dtype=np.int64)
+    with pytest.raises(DataInvalid, match=r"^x_val: int64 features while x_train's are float32"):
+        load_npz(write(tmp_path / "t.npz", arrays))
+
+
 def test_npz_without_a_test_split_loads(tmp_path: Path) -> None:
     task = load_npz(write(tmp_path / "t.npz", valid_arrays(test=False)))
     assert task.x_test is None

@@ -76,3 +76,52 @@ def test_channel_pruned_artifact_is_physically_smaller_and_reloads_in_a_fresh_pr
     )
     assert float(done.stdout.strip()) == output.manifest["metrics"]["pruned"]["val"]
     assert isinstance(load(tmp_path / "art"), torch.nn.Module)
+
+
+def test_integer_token_ids_reach_an_embedding_model_as_integers(tmp_path):
+    rng = np.random.default_rng(0)
+
+    def split(count: int) -> tuple[np.ndarray, np.ndarray]:
+        ids = rng.integers(0, 16, size=(count, 6), dtype=np.int64)
+        # the label is whether token 3 occurs: learnable from the embedding alone
+        return ids, (ids == 3).any(axis=1).astype(np.int64)
+
+    arrays = {}
+    for name, count in (("train", 96), ("val", 32), ("test", 32)):
+        arrays[f"x_{name}"], arrays[f"y_{name}"] = split(count)
+    np.savez(tmp_path / "tokens.npz", **arrays)
+    spec = _spec(
+        model={"entrypoint": "tests.core.toy_models:token_classifier"},
+        task={"data": f"file://{tmp_path}/tokens.npz"},
+        export={"latency_batch_sizes": [2], "latency_seconds": 1.0},
+    )
+    output = run_job(spec, out_dir=tmp_path / "art", work_dir=tmp_path / "work", device="cpu")
+    assert output.manifest["latency"]["batches"][0]["batch_size"] == 2
+    assert output.manifest["architecture"]["input_dtype"] == "int64"
+    model = load(tmp_path / "art")
+    assert (
+        accuracy_of(model, arrays["x_val"], arrays["y_val"])
+        == (output.manifest["metrics"]["pruned"]["val"])
+    )
+    assert output.manifest["sparsity"]["sparsity_prunable"] > 0.3
+    excluded = output.manifest["sparsity"]["excluded"]
+    assert excluded[0]["name"] == "embed"
+    assert excluded[0]["params"] == 16 * 8
+    assert excluded[0]["reason"].startswith("embedding")
+
+
+def test_export_latency_counts_against_the_runtime_budget(tmp_path):
+    spec = _spec(
+        budget={"max_runtime_s": 0.001},
+        export={"latency_batch_sizes": [1, 32], "latency_seconds": 30.0},
+    )
+    output = run_job(spec, out_dir=tmp_path / "art", work_dir=tmp_path / "work", device="cpu")
+    assert output.manifest["result"]["stop_reason"] == "max_runtime"
+    latency = output.manifest["latency"]
+    assert latency["batches"] == []
+    budget = latency["budget"]
+    assert budget["limited_by_budget"] is True
+    assert budget["seconds_asked"] == 30.0
+    assert budget["time_left_s"] < 0.001
+    assert budget["skipped_batch_sizes"] == [1, 32]
+    assert budget["seconds_spent"] < 5.0

@@ -34,3 +34,20 @@ class Classifier(nn.Module):
 
 def classifier(*, features: int = 30, classes: int = 2) -> nn.Module:
     return Classifier(features, classes)
+
+
+class TokenClassifier(nn.Module):
+    """Embeds integer token ids, averages them and classifies: needs int64 inputs."""
+
+    def __init__(self, vocab: int = 16, dim: int = 8, classes: int = 2) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+        self.hidden = nn.Linear(dim, 16)
+        self.head = nn.Linear(16, classes)
+
+    def forward(self, ids):  # type: ignore[no-untyped-def]
+        return self.head(self.hidden(self.embed(ids).mean(dim=1)).relu())
+
+
+def token_classifier(*, vocab: int = 16, dim: int = 8, classes: int = 2) -> nn.Module:
+    return TokenClassifier(vocab, dim, classes)
