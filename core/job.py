@@ -21,6 +21,7 @@ from core.data import TaskData, load_task
 from core.errors import DataInvalid, ModelLoadFailed
 from core.finetune import evaluate, to_tensors
 from core.loop import CheckpointCallback, PhaseCallback, PruneOutcome, prune
+from core.metrics import make_metric
 from core.models import architecture, build_model, load_weights
 from core.report import StepCallback
 from core.spec import JobSpec
@@ -66,11 +67,19 @@ def prepare(
     return data, model
 
 
-def accuracy_of(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
-    """The artifact's metric: accuracy of `model` on (x, y) on the model's own device."""
-    device = next(model.parameters()).device
-    xt, yt = to_tensors(x, y, device=device)
-    return evaluate(model, x=xt, y=yt).metric
+def metric_of(name: str) -> Callable[[nn.Module, np.ndarray, np.ndarray], float]:
+    """The artifact's evaluator: metric `name` of a model on (x, y), on the model's device."""
+    metric = make_metric(name)
+
+    def measure(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
+        device = next(model.parameters()).device
+        xt, yt = to_tensors(x, y, device=device)
+        return evaluate(model, x=xt, y=yt, metric=metric).metric
+
+    return measure
+
+
+accuracy_of = metric_of("accuracy")
 
 
 def run_job(
@@ -123,7 +132,7 @@ def run_job(
             spec.model, input_shape=data.input_shape, num_classes=data.num_classes
         ),
         data=data,
-        evaluate=accuracy_of,
+        evaluate=metric_of(spec.task.metric),
         device=str(torch_device),
     )
     return JobOutput(outcome=outcome, manifest=manifest, artifact_dir=out_dir)
