@@ -22,6 +22,7 @@ from core.data import TaskData, load_task
 from core.errors import DataInvalid, ModelLoadFailed
 from core.finetune import evaluate, to_tensors
 from core.loop import CheckpointCallback, PhaseCallback, PruneOutcome, prune
+from core.metrics import make_metric
 from core.models import architecture, build_model, load_weights
 from core.report import StepCallback
 from core.spec import JobSpec
@@ -68,11 +69,19 @@ def prepare(
     return data, model
 
 
-def accuracy_of(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
-    """The artifact's metric: accuracy of `model` on (x, y) on the model's own device."""
-    device = next(model.parameters()).device
-    xt, yt = to_tensors(x, y, device=device)
-    return evaluate(model, x=xt, y=yt).metric
+def metric_of(name: str) -> Callable[[nn.Module, np.ndarray, np.ndarray], float]:
+    """The artifact's evaluator: metric `name` of a model on (x, y), on the model's device."""
+    metric = make_metric(name)
+
+    def measure(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
+        device = next(model.parameters()).device
+        xt, yt = to_tensors(x, y, device=device)
+        return evaluate(model, x=xt, y=yt, metric=metric).metric
+
+    return measure
+
+
+accuracy_of = metric_of("accuracy")
 
 
 def run_job(
@@ -128,7 +137,7 @@ def run_job(
             input_dtype=data.input_dtype,
         ),
         data=data,
-        evaluate=accuracy_of,
+        evaluate=metric_of(spec.task.metric),
         device=str(torch_device),
         # export is part of the job: its latency measuring gets what the budget has left
         time_left_s=spec.budget.max_runtime_s - outcome.result.seconds,

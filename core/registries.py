@@ -39,7 +39,7 @@ CRITERIA.register("magnitude", "core.importance:MagnitudeImportance", auto_candi
 CRITERIA.register("taylor", "core.importance:TaylorImportance", auto_candidate=True)
 CRITERIA.register("activation", "core.importance:ActivationImportance", auto_candidate=True)
 CRITERIA.register("adaptive", "core.importance:AdaptiveImportance", auto_candidate=True)
-CRITERIA.register("seed_ratio", "core.importance:SeedRatioImportance", auto_candidate=False)
+CRITERIA.register("seed_ratio", "core.seed_ratio:SeedRatioImportance", auto_candidate=False)
 # `criterion: auto` is not an entry: it picks one of the auto candidates per task.
 AUTO = "auto"
 

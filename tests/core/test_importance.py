@@ -14,14 +14,16 @@ from core.importance import (
     AdaptiveImportance,
     MagnitudeImportance,
     ScoringContext,
-    SeedRatioImportance,
     TaylorImportance,
-    fraction_below_threshold,
-    is_pruned_by_threshold,
     make_importance,
-    seed_ratio,
 )
 from core.masks import prunable_parameters
+from core.seed_ratio import (
+    SeedRatioImportance,
+    fraction_below_threshold,
+    is_pruned_by_threshold,
+    seed_ratio,
+)
 from core.spec import PruneSpec
 
 SPEC = PruneSpec(target_sparsity=0.5)
