@@ -27,6 +27,7 @@ ACTIVE_STATES = ("queued", "running", "cancelling")
 LEASED_STATES = ("running", "cancelling")
 FINAL_STATES = ("succeeded", "failed", "cancelled")
 PHASES = ("baseline", "scoring", "finetuning", "exporting")
+EVENT_LEVELS = ("info", "warning", "error")
 
 
 def utcnow() -> datetime:
@@ -154,3 +155,21 @@ class Artifact(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class JobEvent(Base):
+    """One line of a job's log: what happened to it, in words, for the user to follow.
+
+    `seq` grows across all jobs, so a reader resumes after the last `seq` it saw.
+    """
+
+    __tablename__ = "job_events"
+    __table_args__ = (Index("ix_job_events_job_seq", "job_id", "seq"),)
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    kind: Mapped[str] = mapped_column(String(32))
+    level: Mapped[str] = mapped_column(String(8))
+    message: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
