@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from fastapi import Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
@@ -12,7 +10,6 @@ from service.http_errors import validation_error
 from service.schemas import ErrorDetail
 
 
-@lru_cache(maxsize=256)
 def declared_query(route: APIRoute) -> frozenset[str]:
     """The query parameter names `route` declares, its dependencies' included."""
     return frozenset(_query_names(route.dependant))
