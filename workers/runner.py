@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import gc
 import logging
-import math
 import os
 import secrets
 import socket
@@ -24,6 +23,8 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
+from core.contract.jsonsafe import json_safe
+from core.contract.layout import MANIFEST
 from core.errors import PruneCancelled, PruningError
 from core.report import StepReport
 from core.spec import JobSpec
@@ -33,13 +34,13 @@ from service.storage import ArtifactStorage, artifact_key, job_prefix, storage_f
 from service.store import ArtifactRow, Claim, JobStore
 from workers.checkpoints import CheckpointMirror, storage_call
 from workers.errors import DATABASE_ERRORS, INFRA_ERRORS, infra_code, one_line
+from workers.journal import JobJournal
 from workers.lease import Heartbeat
 from workers.metrics import WorkerMetrics
 from workers.retry import retry_for
 from workers.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
-MANIFEST = "manifest.json"
 T = TypeVar("T")
 SKIPPED = "skipped"
 
@@ -65,17 +66,6 @@ class EngineOutput:
     result: dict[str, Any]
     artifact_dir: Path
     files: list[str] = field(default_factory=list)
-
-
-def json_safe(value: Any) -> Any:
-    """`value` with NaN and infinities replaced by None (PostgreSQL JSON refuses them)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    return value
 
 
 def store_write(what: str, call: Callable[[], T]) -> T:
@@ -163,6 +153,7 @@ class JobRunner:
         except INFRA_ERRORS as error:
             log.warning("job %s: infrastructure error: %s", job_id, error)
             if not last_try:
+                JobJournal(self.store, owner=self.owner, claim=claim).retry(error)
                 raise
             outcome = self._fail_quietly(claim, code=infra_code(error), message=one_line(error))
         finally:
@@ -242,6 +233,7 @@ class JobRunner:
         work: Path,
     ) -> str | None:
         resume = False
+        journal = JobJournal(self.store, owner=self.owner, claim=claim)
         if claim.resumed:
             step = mirror.download(work / "checkpoints")
             # Steps after the checkpoint are replayed by this attempt; steps up to it stay.
@@ -253,9 +245,16 @@ class JobRunner:
             )
             resume = step is not None
             log.info("job %s: resuming from step %s", claim.job_id, step)
+            journal.resumed(step)
         try:
             output = self._engine(
-                claim, spec, heartbeat=heartbeat, mirror=mirror, work=work, resume=resume
+                claim,
+                spec,
+                heartbeat=heartbeat,
+                mirror=mirror,
+                work=work,
+                resume=resume,
+                journal=journal,
             )
         except PruneCancelled:
             if heartbeat.lost:
@@ -297,8 +296,15 @@ class JobRunner:
         mirror: CheckpointMirror,
         work: Path,
         resume: bool,
+        journal: JobJournal,
     ) -> EngineOutput:
+        from core.data import TaskData
         from core.job import run_job  # torch loads here, in the worker process, never earlier
+
+        journal.start(metric=spec.task.metric, max_drop=spec.prune.max_metric_drop)
+
+        def on_data(data: TaskData) -> None:
+            journal.num_classes = data.num_classes
 
         def on_step(report: StepReport) -> None:
             if heartbeat.lost:
@@ -318,13 +324,15 @@ class JobRunner:
             self.metrics.step(
                 seconds=report.seconds, sparsity=report.sparsity, metric=report.metric
             )
+            if not journal.step(row):
+                heartbeat.lost = True
 
         def on_phase(phase: str) -> None:
             owned = store_write(
                 f"job {claim.job_id}: phase {phase}",
                 lambda: self.store.set_phase(claim.job_id, owner=self.owner, phase=phase),
             )
-            if not owned:
+            if not (owned and journal.phase(phase)):
                 heartbeat.lost = True
 
         out_dir = work / "artifact"
@@ -339,6 +347,7 @@ class JobRunner:
             on_phase=on_phase,
             on_checkpoint=mirror.upload,
             should_stop=heartbeat.should_stop,
+            on_data=on_data,
         )
         summary = output.outcome.result.to_dict()
         summary.pop("steps")

@@ -21,6 +21,7 @@ from service.store.steps import held_by
 # Every kind an event may have; readers may switch on them.
 EVENT_KINDS = (
     "claimed",  # a worker took the job: which worker, which attempt
+    "resumed",  # a later attempt continues from a checkpoint
     "phase",  # the running job moved to another phase
     "step",  # one pruning step and the controller's decision, in words
     "warning",  # something the user should know (the result may not mean much)
