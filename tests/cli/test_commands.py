@@ -129,3 +129,35 @@ def test_version_and_help_of_every_argument(client_env: dict[str, str]) -> None:
     assert "--follow" in shown and "ADAPRUNE_API_KEY" in shown
     bad = adaprune("list", "--limit", "500", env=client_env)
     assert bad.returncode == 2 and "--limit" in bad.stderr
+
+
+def readme_client_example() -> str:
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Python client") :]
+    start = section.index("```python\n") + len("```python\n")
+    return section[start : section.index("```", start)]
+
+
+def test_the_readme_client_example_runs(live: Deployment, tmp_path: Path) -> None:
+    example = tmp_path / "example.py"
+    example.write_text(readme_client_example())
+    done = subprocess.run(
+        [sys.executable, str(example)],
+        cwd=tmp_path,
+        env={
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "ADAPRUNE_URL": live.api_url,
+            "ADAPRUNE_API_KEY": live.key,
+        },
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("step 0: sparsity 0.00, accuracy ")
+    assert any(line.startswith("succeeded sparsity ") for line in lines)
+    assert any(line.startswith("info claimed attempt 1 claimed by worker") for line in lines)
+    pulled = Path(lines[-1].removeprefix("artifact: "))
+    assert pulled.is_relative_to(tmp_path / "out") and (pulled / "manifest.json").is_file()
