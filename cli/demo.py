@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +74,19 @@ def summary_table(job: dict[str, Any], manifest: dict[str, Any], directory: Path
     return table
 
 
-def run_demo(*, base_url: str, api_key: str, spec_path: Path, home: Path) -> int:
+def run_demo(
+    *,
+    base_url: str,
+    api_key: str,
+    spec_path: Path,
+    home: Path,
+    check: Callable[[], None] | None = None,
+) -> int:
     """Submit `spec_path`, show progress, pull the artifact under `home`/demo and verify it.
+
+    Args:
+        check: called on every poll; what it raises (a service process that died) ends the
+            demo at once.
 
     Returns:
         0 when the job succeeded and its artifact verified, else 1.
@@ -84,7 +96,13 @@ def run_demo(*, base_url: str, api_key: str, spec_path: Path, home: Path) -> int
     with AdapruneClient(base_url, api_key=api_key) as client:
         job = client.submit(spec)
         console.print(f"submitted job {job['id']} ({spec_path})")
-        final = wait_with_progress(client, job, timeout_s=DEMO_TIMEOUT_S, console=console)
+        final = wait_with_progress(
+            client,
+            job,
+            timeout_s=DEMO_TIMEOUT_S,
+            console=console,
+            on_poll=None if check is None else lambda _job: check(),
+        )
         if final["state"] != "succeeded":
             return 1
         directory = client.pull(job["id"], home / "demo" / job["id"])

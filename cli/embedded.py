@@ -13,7 +13,6 @@ import ctypes
 import functools
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,8 @@ from typing import IO
 import httpx
 import redis
 
+from cli.children import Child, check_children, supervise
+from cli.ports import free_port, worker_metrics_ports
 from core.contract.errors import AdapruneError
 from service.auth import create_key, hash_key
 from service.db.migrate import upgrade
@@ -82,13 +83,6 @@ def die_with_parent() -> Callable[[], None] | None:
             os.kill(os.getpid(), signal.SIGTERM)
 
     return preexec
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class EmbeddedRedis:
@@ -227,10 +221,20 @@ def _signals_raise() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
-    """Wait until the API's /readyz answers 200."""
+def wait_ready(
+    url: str, process: subprocess.Popen[bytes], *, check: Callable[[], None] | None = None
+) -> None:
+    """Wait until the API's /readyz answers 200.
+
+    Args:
+        url: the API's base URL.
+        process: the API process (its exit ends the wait).
+        check: called on every try; what it raises (a child that died) ends the wait.
+    """
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
+        if check is not None:
+            check()
         if process.poll() is not None:
             raise RuntimeError(f"the API exited with status {process.returncode}")
         try:
@@ -260,12 +264,16 @@ def up(*, port: int = 8000, workers: int = 1, demo_spec: Path | None = None) -> 
         raise ValueError(f"--workers {workers} must be between 1 and 64")
     if demo_spec is not None and not demo_spec.is_file():
         raise ValueError(f"demo spec {demo_spec} does not exist")
+    metrics_ports = worker_metrics_ports(
+        workers, configured=os.environ.get("ADAPRUNE_METRICS_PORT")
+    )
     settings = ApiSettings()
     embedded = EmbeddedRedis(settings.redis_socket.parent)
     settings.home.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     children: list[subprocess.Popen[bytes]] = []
+    watched: list[Child] = []
     logs = settings.home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log_files: list[IO[bytes]] = []
@@ -293,31 +301,37 @@ def up(*, port: int = 8000, workers: int = 1, demo_spec: Path | None = None) -> 
                 stderr=subprocess.STDOUT,
             )
             children.append(api)
-            base_metrics = int(os.environ.get("ADAPRUNE_METRICS_PORT", "9100"))
-            for index in range(workers):
-                worker_env = dict(
-                    env, ADAPRUNE_METRICS_PORT=str(base_metrics and base_metrics + index)
+            watched.append(Child("API", api, logs / "api.log"))
+            for index, metrics_port in enumerate(metrics_ports):
+                worker_env = dict(env, ADAPRUNE_METRICS_PORT=str(metrics_port))
+                worker = subprocess.Popen(
+                    _cli("worker", "--log-level", "WARNING", "--quiet"),
+                    env=worker_env,
+                    start_new_session=True,
+                    preexec_fn=die_with_parent(),
+                    stdout=log_to(f"worker-{index}.log"),
+                    stderr=subprocess.STDOUT,
                 )
-                children.append(
-                    subprocess.Popen(
-                        _cli("worker", "--log-level", "WARNING", "--quiet"),
-                        env=worker_env,
-                        start_new_session=True,
-                        preexec_fn=die_with_parent(),
-                        stdout=log_to(f"worker-{index}.log"),
-                        stderr=subprocess.STDOUT,
-                    )
-                )
-            wait_ready(url, api)
+                children.append(worker)
+                watched.append(Child(f"worker {index}", worker, logs / f"worker-{index}.log"))
+            wait_ready(url, api, check=lambda: check_children(watched))
             print(f"adaprune API: {url}", file=sys.stderr)
+            ports = ", ".join(str(p) for p in metrics_ports) if any(metrics_ports) else "off"
+            print(f"worker metrics ports: {ports}", file=sys.stderr)
             print(f"API key (tenant {DEFAULT_TENANT!r}): {key}", file=sys.stderr)
             print(f"state: {settings.home} (logs in {logs})", file=sys.stderr)
             if demo_spec is not None:
                 from cli.demo import run_demo
 
-                return run_demo(base_url=url, api_key=key, spec_path=demo_spec, home=settings.home)
+                return run_demo(
+                    base_url=url,
+                    api_key=key,
+                    spec_path=demo_spec,
+                    home=settings.home,
+                    check=lambda: check_children(watched),
+                )
             print("press Ctrl-C to stop", file=sys.stderr)
-            return _supervise(children)
+            return supervise(watched)
         except Shutdown:
             print("stopping", file=sys.stderr)
             return 0
@@ -354,15 +368,3 @@ def stop_each(stops: list[Callable[[], object]]) -> None:
         stops[0]()
     finally:
         stop_each(stops[1:])
-
-
-def _supervise(children: list[subprocess.Popen[bytes]]) -> int:
-    """Block until a child dies (an error: returns 1) or a signal stops us."""
-    while True:
-        for child in children:
-            if child.poll() is not None:
-                print(
-                    f"a service process exited with {child.returncode}; stopping", file=sys.stderr
-                )
-                return 1
-        time.sleep(0.5)

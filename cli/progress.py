@@ -8,7 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-from service.client import AdapruneClient
+from service.client import AdapruneClient, PollCallback
 
 
 def wait_with_progress(
@@ -18,11 +18,13 @@ def wait_with_progress(
     timeout_s: float | None = None,
     poll_s: float = 1.0,
     console: Console | None = None,
+    on_poll: PollCallback | None = None,
 ) -> dict[str, Any]:
     """Wait for `job` to end, drawing sparsity progress on stderr; returns the final job.
 
     The bar's length is the target sparsity; each new step moves it to the step's measured
-    sparsity and shows its metric and the controller's decision.
+    sparsity and shows its metric and the controller's decision. `on_poll` sees the job after
+    every poll; what it raises ends the wait.
     """
     console = console or Console(stderr=True)
     target = float(job.get("target_sparsity") or 1.0)
@@ -43,7 +45,9 @@ def wait_with_progress(
             )
             progress.update(bar, completed=min(target, float(step["sparsity"])), detail=detail)
 
-        final = client.wait(job["id"], on_step=on_step, poll_s=poll_s, timeout_s=timeout_s)
+        final = client.wait(
+            job["id"], on_step=on_step, poll_s=poll_s, timeout_s=timeout_s, on_poll=on_poll
+        )
         if final["state"] == "succeeded":
             progress.update(bar, completed=target)
     state = final["state"]

@@ -96,6 +96,7 @@ def run_job(
     on_phase: PhaseCallback | None = None,
     on_checkpoint: CheckpointCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
+    on_data: Callable[[TaskData], None] | None = None,
 ) -> JobOutput:
     """Run `spec` and export its verified artifact to `out_dir`.
 
@@ -103,6 +104,7 @@ def run_job(
         out_dir: where the artifact lands; it appears whole or not at all.
         work_dir: downloads (`cache/`) and per-step checkpoints (`checkpoints/`).
         resume: continue from the newest checkpoint in `work_dir/checkpoints`.
+        on_data: receives the task's data once loaded (class count, sizes), before pruning.
     """
     torch_device = resolve_device(device)
     data, model = prepare(
@@ -110,6 +112,8 @@ def run_job(
     )
     if data.x_train.shape[0] < 1 or data.x_val.shape[0] < 1:
         raise DataInvalid("the task needs at least one training and one validation example")
+    if on_data is not None:
+        on_data(data)
     outcome = prune(
         model,
         data,

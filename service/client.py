@@ -1,4 +1,13 @@
-"""A small HTTP client for the job API (used by the `adaprune` CLI)."""
+"""The typed Python client of the job API (the `adaprune` CLI uses it too).
+
+from service.client import AdapruneClient
+
+with AdapruneClient("http://127.0.0.1:8000", api_key=key) as client:
+    job = client.submit(spec)
+    final = client.wait(job["id"], on_step=print)
+    for event in client.events(job["id"])["events"]:
+        print(event["message"])
+"""
 
 from __future__ import annotations
 
@@ -6,9 +15,10 @@ import json
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import httpx
 
@@ -21,6 +31,40 @@ from service.store.jobs import is_job_id
 __all__ = ["AdapruneClient", "ChecksumMismatch", "ClientError", "sha256_file"]
 
 StepCallback = Callable[[dict[str, Any]], None]
+PollCallback = Callable[[dict[str, Any]], None]
+
+
+class JobEvent(TypedDict):
+    """One event of a job's log."""
+
+    seq: int
+    at: str  # ISO-8601, UTC
+    kind: str
+    level: str  # info | warning | error
+    message: str
+    data: dict[str, Any]
+
+
+class EventPage(TypedDict):
+    """Events after a cursor; pass `next_after` as `after` for the next ones."""
+
+    events: list[JobEvent]
+    next_after: int
+
+
+class JobList(TypedDict):
+    """One page of jobs, newest first; pass `next_cursor` as `cursor` for the next page."""
+
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+class FieldError(TypedDict):
+    """One bad field of a refused request."""
+
+    field: str | None
+    code: str
+    message: str
 
 
 class ClientError(AdapruneError):
@@ -28,14 +72,23 @@ class ClientError(AdapruneError):
 
     `status` is None when the client refused the call itself, before any request. A code this
     client does not know (a newer server's) reads as "http_error"; the message keeps it.
+    `details` lists every bad field of a 422 (empty otherwise).
     """
 
-    def __init__(self, status: int | None, *, code: str, message: str) -> None:
+    def __init__(
+        self,
+        status: int | None,
+        *,
+        code: str,
+        message: str,
+        details: list[FieldError] | None = None,
+    ) -> None:
         prefix = f"{status} {code}" if status is not None else code
         super().__init__(f"{prefix}: {message}")
         self.status = status
         self.code: ErrorCode = as_error_code(code)
         self.message = message
+        self.details = list(details or [])
 
 
 class ChecksumMismatch(AdapruneError):
@@ -88,12 +141,7 @@ class AdapruneClient:
     def _json(self, response: httpx.Response) -> Any:
         if response.is_success:
             return response.json()
-        try:
-            error = response.json()["error"]
-            code, message = str(error["code"]), str(error["message"])
-        except (ValueError, KeyError, TypeError):
-            code, message = "http_error", response.text[:500]
-        raise ClientError(response.status_code, code=code, message=message)
+        raise _error_of(response)
 
     def submit(self, spec: Mapping[str, Any], idempotency_key: str | None = None) -> dict[str, Any]:
         """Submit a job spec (as parsed YAML/JSON); returns the job."""
@@ -112,6 +160,59 @@ class AdapruneClient:
         """The job's steps so far."""
         result: list[dict[str, Any]] = self._json(self.http.get(self._job_path(job_id, "/steps")))
         return result
+
+    def jobs(
+        self,
+        *,
+        state: str | None = None,
+        name: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        limit: int = 20,
+        cursor: str | None = None,
+    ) -> JobList:
+        """One page of your jobs, newest first, filtered by state, name and creation time."""
+        params: dict[str, str | int] = {"limit": limit}
+        for key, value in (("state", state), ("name", name), ("cursor", cursor)):
+            if value is not None:
+                params[key] = value
+        for key, stamp in (("created_after", created_after), ("created_before", created_before)):
+            if stamp is not None:
+                params[key] = stamp.isoformat()
+        result: JobList = self._json(self.http.get("/v1/jobs", params=params))
+        return result
+
+    def events(self, job_id: str, *, after: int = 0, limit: int = 100) -> EventPage:
+        """The job's events with seq greater than `after`, oldest first (at most `limit`)."""
+        params = {"after": after, "limit": limit}
+        result: EventPage = self._json(
+            self.http.get(self._job_path(job_id, "/events"), params=params)
+        )
+        return result
+
+    def stream_events(self, job_id: str, *, after: int = 0) -> Iterator[JobEvent]:
+        """Follow the job's events as they happen; the iterator ends once the job is final.
+
+        Reads the server-sent event stream; a dropped connection is resumed after the last
+        event received.
+        """
+        path = self._job_path(job_id, "/events/stream")
+        while True:
+            try:
+                with self.http.stream(
+                    "GET", path, params={"after": after}, timeout=httpx.Timeout(None, connect=10)
+                ) as response:
+                    if not response.is_success:
+                        response.read()
+                        raise _error_of(response)
+                    for line in response.iter_lines():
+                        if line.startswith("data:"):
+                            event: JobEvent = json.loads(line[len("data:") :])
+                            after = event["seq"]
+                            yield event
+                return
+            except (httpx.RemoteProtocolError, httpx.ReadError):
+                time.sleep(1.0)  # the connection dropped mid-stream: pick up after `after`
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         """Ask the job to stop; returns the job."""
@@ -132,8 +233,12 @@ class AdapruneClient:
         on_step: StepCallback | None = None,
         poll_s: float = 2.0,
         timeout_s: float | None = None,
+        on_poll: PollCallback | None = None,
     ) -> dict[str, Any]:
         """Poll until the job is final, calling `on_step` once for each new step.
+
+        `on_poll` receives the job record after every poll; whatever it raises ends the wait
+        (a supervisor uses it to stop when the service itself failed).
 
         Returns:
             The final job record.
@@ -147,6 +252,8 @@ class AdapruneClient:
         seen = -1
         while True:
             job = self.get(job_id)
+            if on_poll is not None:
+                on_poll(job)
             if on_step is not None:
                 for step in self.steps(job_id):
                     if int(step["step"]) > seen:
@@ -219,15 +326,24 @@ class AdapruneClient:
         return out_dir
 
 
+def _error_of(response: httpx.Response) -> ClientError:
+    """The ClientError of a failed response (its body read), with every field of a 422."""
+    try:
+        error = response.json()["error"]
+        code, message = str(error["code"]), str(error["message"])
+        details: list[FieldError] = [
+            FieldError(field=d.get("field"), code=str(d["code"]), message=str(d["message"]))
+            for d in error.get("details") or []
+        ]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        code, message, details = "http_error", response.text[:500], []
+    return ClientError(response.status_code, code=code, message=message, details=details)
+
+
 def _save(response: httpx.Response, dest: Path) -> None:
     if not response.is_success:
         response.read()
-        try:
-            error = response.json()["error"]
-            code, message = str(error["code"]), str(error["message"])
-        except (ValueError, KeyError, TypeError):
-            code, message = "http_error", response.text[:500]
-        raise ClientError(response.status_code, code=code, message=message)
+        raise _error_of(response)
     with dest.open("wb") as out:
         for block in response.iter_bytes():
             out.write(block)

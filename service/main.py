@@ -15,7 +15,7 @@ from service.http_errors import install_error_handlers
 from service.metrics import ApiMetrics, ScrapeSources
 from service.middleware import BodyLimitMiddleware, MetricsMiddleware
 from service.queue import JobQueue
-from service.routes import artifacts, health, jobs, ui
+from service.routes import artifacts, events, health, jobs, ui
 from service.settings import ApiSettings
 from service.storage import storage_from_url
 from service.store import JobStore
@@ -73,6 +73,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=services.settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=services.metrics)
     app.include_router(jobs.router)
+    app.include_router(events.router)
     app.include_router(artifacts.router)
     app.include_router(health.router)
     app.include_router(ui.router)

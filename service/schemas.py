@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from service.db.models import Artifact, Job, JobStep
+from service.db.models import Artifact, Job, JobEvent, JobStep
 
 
 class ErrorDetail(BaseModel):
@@ -117,3 +117,28 @@ class ArtifactPublic(BaseModel):
             created_at=artifact.created_at,
             url=f"/v1/jobs/{artifact.job_id}/artifacts/{artifact.name}",
         )
+
+
+class EventPublic(BaseModel):
+    """One event of a job's log."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    seq: int
+    at: datetime
+    kind: str
+    level: str
+    message: str
+    data: dict[str, Any]
+
+    @classmethod
+    def of(cls, event: JobEvent) -> EventPublic:
+        """Build from an event row."""
+        return cls.model_validate(event)
+
+
+class EventPage(BaseModel):
+    """Events after a cursor, oldest first; pass `next_after` as `after` for the next ones."""
+
+    events: list[EventPublic]
+    next_after: int

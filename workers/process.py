@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 from collections.abc import Sequence
 
 from core.spec import PRUNE_TASK
@@ -34,17 +35,28 @@ def run_worker(
         quiet: leave out Celery's start-up banner.
 
     Returns:
-        The Celery worker's exit code.
+        The Celery worker's exit code; 2 when the metrics port is taken (one line on stderr
+        names it and the variable that changes it).
     """
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     settings = WorkerSettings()
-    configure(settings)
     metrics = WorkerMetrics()
+    try:
+        # First: a worker that cannot be scraped should say so before it takes any job.
+        port = metrics.serve(settings.metrics_port)
+    except OSError as error:
+        print(
+            f"adaprune worker: metrics port {settings.metrics_port} is not available "
+            f"({error.strerror or error}); set ADAPRUNE_METRICS_PORT to a free port, "
+            "or to 0 to turn the metrics endpoint off",
+            file=sys.stderr,
+        )
+        return 2
+    configure(settings)
     runner = JobRunner.from_settings(settings, metrics=metrics)
     tasks.install_runner(runner)
-    port = metrics.serve(settings.metrics_port)
 
     def send(job_id: str, queue: str) -> None:
         app.send_task(PRUNE_TASK, args=[job_id], queue=queue)

@@ -36,6 +36,7 @@ from service.storage import ArtifactStorage, artifact_key, job_prefix, storage_f
 from service.store import ArtifactRow, Claim, JobStore
 from workers.checkpoints import CheckpointMirror, storage_call
 from workers.errors import DATABASE_ERRORS, INFRA_ERRORS, infra_code, one_line
+from workers.journal import JobJournal
 from workers.lease import Heartbeat
 from workers.metrics import WorkerMetrics
 from workers.retry import retry_for
@@ -145,6 +146,7 @@ class JobRunner:
         except INFRA_ERRORS as error:
             log.warning("job %s: infrastructure error: %s", job_id, error)
             if not last_try:
+                JobJournal(self.store, owner=self.owner, claim=claim).retry(error)
                 raise
             outcome = self._fail_quietly(claim, code=infra_code(error), message=one_line(error))
         finally:
@@ -226,6 +228,7 @@ class JobRunner:
         work: Path,
     ) -> str | None:
         resume = False
+        journal = JobJournal(self.store, owner=self.owner, claim=claim)
         if claim.resumed:
             step = mirror.download(work / "checkpoints")
             # Steps after the checkpoint are replayed by this attempt; steps up to it stay.
@@ -237,9 +240,16 @@ class JobRunner:
             )
             resume = step is not None
             log.info("job %s: resuming from step %s", claim.job_id, step)
+            journal.resumed(step)
         try:
             output = self._engine(
-                claim, spec, heartbeat=heartbeat, mirror=mirror, work=work, resume=resume
+                claim,
+                spec,
+                heartbeat=heartbeat,
+                mirror=mirror,
+                work=work,
+                resume=resume,
+                journal=journal,
             )
         except PruneCancelled:
             if heartbeat.lost:
@@ -281,8 +291,15 @@ class JobRunner:
         mirror: CheckpointMirror,
         work: Path,
         resume: bool,
+        journal: JobJournal,
     ) -> EngineOutput:
+        from core.data import TaskData
         from core.job import run_job  # torch loads here, in the worker process, never earlier
+
+        journal.start(metric=spec.task.metric, max_drop=spec.prune.max_metric_drop)
+
+        def on_data(data: TaskData) -> None:
+            journal.num_classes = data.num_classes
 
         def on_step(report: StepReport) -> None:
             if heartbeat.lost:
@@ -302,13 +319,15 @@ class JobRunner:
             self.metrics.step(
                 seconds=report.seconds, sparsity=report.sparsity, metric=report.metric
             )
+            if not journal.step(row):
+                heartbeat.lost = True
 
         def on_phase(phase: str) -> None:
             owned = store_write(
                 f"job {claim.job_id}: phase {phase}",
                 lambda: self.store.set_phase(claim.job_id, owner=self.owner, phase=phase),
             )
-            if not owned:
+            if not (owned and journal.phase(phase)):
                 heartbeat.lost = True
 
         out_dir = work / "artifact"
@@ -323,6 +342,7 @@ class JobRunner:
             on_phase=on_phase,
             on_checkpoint=mirror.upload,
             should_stop=heartbeat.should_stop,
+            on_data=on_data,
         )
         summary = output.outcome.result.to_dict()
         summary.pop("steps")

@@ -22,10 +22,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from core.contract.events import EVENT_LEVELS
 from core.contract.states import ACTIVE_STATES, FINAL_STATES, JOB_STATES, LEASED_STATES, PHASES
 
 __all__ = [
     "ACTIVE_STATES",
+    "EVENT_LEVELS",
     "FINAL_STATES",
     "JOB_STATES",
     "LEASED_STATES",
@@ -34,6 +36,7 @@ __all__ = [
     "Artifact",
     "Base",
     "Job",
+    "JobEvent",
     "JobStep",
     "Tenant",
     "utcnow",
@@ -165,3 +168,21 @@ class Artifact(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class JobEvent(Base):
+    """One line of a job's log: what happened to it, in words, for the user to follow.
+
+    `seq` grows across all jobs, so a reader resumes after the last `seq` it saw.
+    """
+
+    __tablename__ = "job_events"
+    __table_args__ = (Index("ix_job_events_job_seq", "job_id", "seq"),)
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    kind: Mapped[str] = mapped_column(String(32))
+    level: Mapped[str] = mapped_column(String(8))
+    message: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)

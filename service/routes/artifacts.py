@@ -4,17 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.responses import RedirectResponse, StreamingResponse
 from starlette.responses import Response
 
 from service.deps import ServicesDep, TenantDep
 from service.http_errors import ApiError
+from service.query import reject_unknown_query
 from service.routes.jobs import ERRORS, JobIdDep
 from service.schemas import ArtifactPublic
 from service.store import check_artifact_name
 
-router = APIRouter(prefix="/v1/jobs/{job_id}/artifacts", tags=["artifacts"])
+router = APIRouter(
+    prefix="/v1/jobs/{job_id}/artifacts",
+    tags=["artifacts"],
+    dependencies=[Depends(reject_unknown_query)],
+)
 
 MEDIA_TYPES = {".json": "application/json", ".csv": "text/csv", ".png": "image/png"}
 

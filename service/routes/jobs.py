@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
@@ -16,10 +17,11 @@ from service.errors import EnqueueFailed
 from service.http_errors import ApiError, validation_error
 from service.idempotency import body_digest
 from service.policy import check_policy
+from service.query import reject_unknown_query
 from service.schemas import ErrorBody, ErrorDetail, JobList, JobPublic, StepPublic
 from service.store.jobs import check_job_id
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(reject_unknown_query)])
 log = logging.getLogger(__name__)
 # What a tenant sees when the broker refused a job; the cause (hosts, socket paths) is logged.
 ENQUEUE_FAILED_MESSAGE = "the job could not be queued; try again"
@@ -113,13 +115,36 @@ def _submit(
 def list_jobs(
     tenant: TenantDep,
     services: ServicesDep,
-    state: JobState | None = None,
+    state: Annotated[JobState | None, Query(description="only jobs in this state")] = None,
+    name: Annotated[
+        str | None, Query(min_length=1, max_length=128, description="only jobs with this name")
+    ] = None,
+    created_after: Annotated[
+        datetime | None, Query(description="ISO-8601; jobs created at or after it (UTC if no zone)")
+    ] = None,
+    created_before: Annotated[
+        datetime | None, Query(description="ISO-8601; jobs created before it (UTC if no zone)")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> JobList:
-    """List your jobs, newest first, optionally in one state."""
-    page = services.store.list_jobs(tenant.id, state=state, limit=limit, cursor=cursor)
+    """List your jobs, newest first, filtered by state, name and creation time."""
+    page = services.store.list_jobs(
+        tenant.id,
+        state=state,
+        name=name,
+        created_after=_utc(created_after),
+        created_before=_utc(created_before),
+        limit=limit,
+        cursor=cursor,
+    )
     return JobList(items=[JobPublic.of(job) for job in page.items], next_cursor=page.next_cursor)
+
+
+def _utc(stamp: datetime | None) -> datetime | None:
+    if stamp is None or stamp.tzinfo is not None:
+        return stamp
+    return stamp.replace(tzinfo=UTC)
 
 
 @router.get("/{job_id}", responses=ERRORS)

@@ -21,6 +21,7 @@ from core.contract.states import ACTIVE_STATES, JOB_STATES, LEASED_STATES
 from service.db.models import Job, Tenant, utcnow
 from service.errors import IdempotencyConflict, InvalidCursor, JobNotFound, QuotaExceeded
 from service.store.base import StoreBase
+from service.store.events import add_event
 
 MAX_PAGE = 100
 # The form `str(uuid.uuid4())` gives: ids are compared as text, so other spellings never match.
@@ -210,6 +211,9 @@ class JobQueries(StoreBase):
         tenant_id: int,
         *,
         state: str | None = None,
+        name: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
         limit: int = 20,
         cursor: str | None = None,
     ) -> JobPage:
@@ -218,6 +222,9 @@ class JobQueries(StoreBase):
         Args:
             tenant_id: the owner.
             state: only jobs in this state.
+            name: only jobs with exactly this name.
+            created_after: only jobs created at or after this time (timezone-aware).
+            created_before: only jobs created before this time (timezone-aware).
             limit: page size, 1..100.
             cursor: `next_cursor` of the previous page.
 
@@ -231,6 +238,15 @@ class JobQueries(StoreBase):
         query = select(Job).where(Job.tenant_id == tenant_id)
         if state is not None:
             query = query.where(Job.state == state)
+        if name is not None:
+            query = query.where(Job.name == name)
+        for stamp in (created_after, created_before):
+            if stamp is not None and stamp.tzinfo is None:
+                raise ValueError(f"timestamp {stamp.isoformat()} has no time zone")
+        if created_after is not None:
+            query = query.where(Job.created_at >= created_after)
+        if created_before is not None:
+            query = query.where(Job.created_at < created_before)
         if cursor is not None:
             created, job_id = decode_cursor(cursor)
             query = query.where(
@@ -290,12 +306,27 @@ class JobQueries(StoreBase):
                         lease_owner=None,
                     )
                 )
-            if cancelled.rowcount == 0:  # type: ignore[attr-defined]
-                session.execute(
+            if cancelled.rowcount == 1:  # type: ignore[attr-defined]
+                add_event(
+                    session,
+                    job_id,
+                    kind="finished",
+                    level="warning",
+                    message="cancelled: by request",
+                )
+            else:
+                asked = session.execute(
                     update(Job)
                     .where(*scoped, Job.state == "running")
                     .values(state="cancelling", cancel_requested=True)
                 )
+                if asked.rowcount == 1:  # type: ignore[attr-defined]
+                    add_event(
+                        session,
+                        job_id,
+                        kind="cancel",
+                        message="cancel requested: the worker stops at the next batch",
+                    )
         return self.get_job(tenant_id, job_id)
 
     def mark_enqueue_failed(self, job_id: str, *, message: str) -> None:

@@ -17,6 +17,7 @@ from core.contract.errors import ErrorCode
 from core.contract.states import FINAL_STATES, JOB_STATES, LEASED_STATES, PHASES
 from service.db.models import Job, Tenant, utcnow
 from service.store.base import StoreBase
+from service.store.events import add_event, outcome_message
 from service.store.jobs import is_job_id
 
 ATTEMPTS_EXHAUSTED: ErrorCode = "attempts_exhausted"
@@ -110,6 +111,13 @@ class LeaseOps(StoreBase):
                     select(Job, Tenant.name).join(Tenant).where(Job.id == job_id)
                 ).one()
                 job, tenant = row
+                add_event(
+                    session,
+                    job_id,
+                    kind="claimed",
+                    message=f"attempt {job.attempt} claimed by worker {owner}",
+                    data={"worker": owner, "attempt": job.attempt},
+                )
                 return Claim(
                     job_id=job.id,
                     tenant_id=job.tenant_id,
@@ -119,7 +127,7 @@ class LeaseOps(StoreBase):
                     queue=job.queue,
                     cancel_requested=job.cancel_requested,
                 )
-            session.execute(
+            exhausted = session.execute(
                 update(Job)
                 .where(Job.id == job_id, takeable, Job.attempt >= max_attempts)
                 .values(
@@ -134,6 +142,14 @@ class LeaseOps(StoreBase):
                     lease_owner=None,
                 )
             )
+            if _rowcount(exhausted) == 1:
+                state, message = session.execute(
+                    select(Job.state, Job.error_message).where(Job.id == job_id)
+                ).one()
+                level = "warning" if state == "cancelled" else "error"
+                add_event(
+                    session, job_id, kind="finished", level=level, message=f"{state}: {message}"
+                )
         return None
 
     def heartbeat(self, job_id: str, *, owner: str) -> LeaseStatus:
@@ -212,6 +228,22 @@ class LeaseOps(StoreBase):
                 .values(**values)
             )
             if _rowcount(done) == 1:
+                target = session.scalar(select(Job.target_sparsity).where(Job.id == job_id))
+                level, message = outcome_message(
+                    state,
+                    target_sparsity=target,
+                    result=result,
+                    error_code=error_code,
+                    error_message=error_message,
+                )
+                add_event(
+                    session,
+                    job_id,
+                    kind="finished",
+                    level=level,
+                    message=message,
+                    data={"state": state, "error_code": error_code},
+                )
                 return True
             # A retry after a commit whose reply was lost finds its own write already there.
             current = session.execute(
@@ -233,11 +265,21 @@ class LeaseOps(StoreBase):
             Job.heartbeat_at < now - timedelta(seconds=stale_after_s)
         )
         with self.tx() as session:
-            session.execute(
-                update(Job)
-                .where(Job.state == "cancelling", stale)
-                .values(state="cancelled", finished_at=now, lease_owner=None)
-            )
+            dropped = list(session.scalars(select(Job.id).where(Job.state == "cancelling", stale)))
+            for job_id in dropped:
+                ended = session.execute(
+                    update(Job)
+                    .where(Job.id == job_id, Job.state == "cancelling", stale)
+                    .values(state="cancelled", finished_at=now, lease_owner=None)
+                )
+                if _rowcount(ended) == 1:
+                    add_event(
+                        session,
+                        job_id,
+                        kind="finished",
+                        level="warning",
+                        message="cancelled: its worker stopped heartbeating while cancelling",
+                    )
             ids = list(session.scalars(select(Job.id).where(Job.state == "running", stale)))
             requeued: list[str] = []
             for job_id in ids:
@@ -248,6 +290,17 @@ class LeaseOps(StoreBase):
                 )
                 if _rowcount(moved) == 1:
                     requeued.append(job_id)
+                    add_event(
+                        session,
+                        job_id,
+                        kind="requeued",
+                        level="warning",
+                        message=(
+                            f"requeued: no heartbeat from its worker for {stale_after_s:g}s; "
+                            "the next attempt resumes from the last checkpoint"
+                        ),
+                        data={"stale_after_s": stale_after_s},
+                    )
         return requeued
 
     def queued_before(self, *, age_s: float) -> list[tuple[str, str]]:

@@ -30,7 +30,7 @@ REDIS_URL = redis_test_url(15)
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 ROOT = Path(__file__).resolve().parents[2]
 IN_CI = os.environ.get("CI", "").lower() == "true"
-TABLES = "artifacts, job_steps, jobs, api_keys, tenants"
+TABLES = "job_events, artifacts, job_steps, jobs, api_keys, tenants"
 
 
 def _tiny_spec(**prune: Any) -> dict[str, Any]:

@@ -56,5 +56,14 @@ def test_killed_worker_job_resumes_elsewhere_and_ends_like_an_uninterrupted_run(
         "steps.csv",
         "weights.safetensors",
     ]
+    # the log tells the takeover: a second claim (or a requeue first), then the resume point
+    events = fresh.store.list_events(job_id)
+    claims = [e for e in events if e.kind == "claimed"]
+    assert [e.data["attempt"] for e in claims] == [1, 2]
+    assert claims[0].data["worker"] != claims[1].data["worker"]
+    resumed = [e for e in events if e.kind == "resumed"]
+    assert len(resumed) == 1 and resumed[0].data["checkpoint_step"] >= 2
+    assert resumed[0].message.startswith("attempt 2 resumes from the checkpoint of step ")
+    assert events[-1].kind == "finished" and events[-1].message.startswith("succeeded")
     assert job.metric == _uninterrupted_metric(spec)
     assert not (fresh.artifact_dir / job_prefix("acme", job_id) / "checkpoints").exists()
