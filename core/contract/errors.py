@@ -34,6 +34,7 @@ ErrorCode = Literal[
     "body_too_deep",
     "validation_error",
     "policy_violation",
+    "unknown_parameter",
     "artifact_not_found",
     "artifact_missing",
     "not_ready",
