@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from core.contract.version import SPEC_VERSION
+
 PRUNE_TASK = "workers.prune"
 
 BUILTIN_ARCHS = ("mlp", "cnn1d", "cnn2d", "lstm", "transformer")
@@ -218,6 +220,11 @@ class JobSpec(BaseModel):
 
     model_config = _strict()
 
+    spec_version: int = Field(
+        default=SPEC_VERSION,
+        ge=1,
+        description="the spec format's version; one newer than this code knows is refused",
+    )
     name: str = Field(
         default="job", min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
     )
@@ -227,3 +234,12 @@ class JobSpec(BaseModel):
     finetune: FinetuneSpec = Field(default_factory=FinetuneSpec)
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
+
+    @field_validator("spec_version")
+    @classmethod
+    def _known_version(cls, value: int) -> int:
+        if value > SPEC_VERSION:
+            raise ValueError(
+                f"spec_version {value} is newer than this adaprune understands ({SPEC_VERSION})"
+            )
+        return value
