@@ -27,6 +27,7 @@ from core.contract.entrypoints import EntrypointAllowList
 from core.contract.errors import ErrorCode
 from core.contract.jsonsafe import json_safe
 from core.contract.layout import MANIFEST, sha256_file
+from core.contract.records import JobResult, Manifest
 from core.contract.specfile import describe_validation
 from core.contract.version import SPEC_VERSION
 from core.errors import PruneCancelled, PruningError
@@ -57,7 +58,7 @@ def lease_owner() -> str:
 class EngineOutput:
     """What is kept of a finished engine run once its models are released."""
 
-    result: dict[str, Any]
+    result: JobResult
     artifact_dir: Path
     files: list[str] = field(default_factory=list)
 
@@ -296,7 +297,9 @@ class JobRunner:
         if not self._publish(claim, output):
             heartbeat.lost = True
             return None
-        outcome = self._finish(claim, state="succeeded", result=output.result)
+        outcome = self._finish(
+            claim, state="succeeded", result=output.result.model_dump(mode="json")
+        )
         if outcome is not None:
             mirror.delete()
         return outcome
@@ -324,11 +327,10 @@ class JobRunner:
         def on_step(report: StepReport) -> None:
             if heartbeat.lost:
                 return
-            row = report.to_dict()
             written = store_write(
                 f"job {claim.job_id}: record step {report.step}",
                 lambda: self.store.record_step(
-                    claim.job_id, owner=self.owner, attempt=claim.attempt, report=row
+                    claim.job_id, owner=self.owner, attempt=claim.attempt, report=report
                 ),
             )
             if not written:
@@ -363,20 +365,22 @@ class JobRunner:
         )
         summary = output.outcome.result.to_dict()
         summary.pop("steps")
-        manifest = output.manifest
+        manifest = Manifest.model_validate(output.manifest)
         result = {
             **summary,
-            "metrics": manifest.get("metrics"),
-            "complexity": manifest.get("complexity"),
-            "latency": manifest.get("latency"),
-            "artifact_sparsity": manifest.get("sparsity"),
+            "metrics": manifest.metrics,
+            "complexity": manifest.complexity,
+            "latency": manifest.latency,
+            "artifact_sparsity": manifest.sparsity,
         }
         files = sorted(p.name for p in out_dir.iterdir() if p.is_file())
         if MANIFEST not in files:
             raise PruningError(f"the engine exported no {MANIFEST}")
         del output
         free_accelerator_memory()
-        return EngineOutput(result=json_safe(result), artifact_dir=out_dir, files=files)
+        return EngineOutput(
+            result=JobResult.model_validate(json_safe(result)), artifact_dir=out_dir, files=files
+        )
 
     def _publish(self, claim: Claim, output: EngineOutput) -> bool:
         """Upload the artifact files (manifest.json last) and record each one's checksum.
