@@ -330,7 +330,7 @@ class JobRunner:
             written = store_write(
                 f"job {claim.job_id}: record step {report.step}",
                 lambda: self.store.record_step(
-                    claim.job_id, owner=self.owner, attempt=claim.attempt, report=report
+                    claim.job_id, owner=self.owner, attempt=claim.attempt, report=report.to_dict()
                 ),
             )
             if not written:
