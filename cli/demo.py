@@ -12,13 +12,14 @@ from rich.table import Table
 
 from cli.progress import wait_with_progress
 from core.contract.layout import sha256_file
+from core.contract.records import JobResult, Manifest
 from core.contract.specfile import load_spec_file
 from service.client import AdapruneClient
 
 DEMO_TIMEOUT_S = 1800.0
 
 
-def verify_artifact(directory: Path) -> dict[str, Any]:
+def verify_artifact(directory: Path) -> Manifest:
     """Check every file against the manifest's sha256 and rebuild the model from it.
 
     Returns:
@@ -27,21 +28,21 @@ def verify_artifact(directory: Path) -> dict[str, Any]:
     Raises:
         ArtifactInvalid: a checksum differs or the weights do not fit the architecture.
     """
-    from core.artifact import load, read_manifest
+    from core.artifact import load, manifest_record, read_manifest
     from core.errors import ArtifactInvalid
 
-    manifest = read_manifest(directory)
-    for name, entry in manifest["files"].items():
-        if sha256_file(directory / name) != entry["sha256"]:
+    manifest = manifest_record(read_manifest(directory))
+    for name, entry in manifest.files.items():
+        if sha256_file(directory / name) != entry.sha256:
             raise ArtifactInvalid(f"{name}: sha256 differs from the manifest")
     load(directory, verify=True)
     return manifest
 
 
-def summary_table(job: dict[str, Any], manifest: dict[str, Any], directory: Path) -> Table:
+def summary_table(job: dict[str, Any], manifest: Manifest, directory: Path) -> Table:
     """The demo's result: metrics, sparsity, size and latency, dense against pruned."""
-    metrics = manifest["metrics"]
-    sizes = manifest["complexity"]
+    metrics = manifest.metrics
+    sizes = manifest.complexity
     table = Table(title=f"job {job['id']} ({job['name']}): {job['state']}")
     table.add_column("")
     table.add_column("dense", justify="right")
@@ -52,7 +53,7 @@ def summary_table(job: dict[str, Any], manifest: dict[str, Any], directory: Path
             f"{metrics['dense'][split]:.4f}",
             f"{metrics['pruned'][split]:.4f}",
         )
-    sparsity = manifest["sparsity"]
+    sparsity = manifest.sparsity
     headline = sparsity.get("sparsity_all_weights", sparsity["overall"])
     table.add_row("sparsity (all weights)", "0.000", f"{headline:.3f}")
     table.add_row(
@@ -60,7 +61,7 @@ def summary_table(job: dict[str, Any], manifest: dict[str, Any], directory: Path
         f"{sizes['dense']['nonzero']:,}",
         f"{sizes['pruned']['nonzero']:,}",
     )
-    for batch in manifest["latency"]["batches"]:
+    for batch in (manifest.latency or {}).get("batches", []):
         if not batch.get("rounds", 1):
             continue
         table.add_row(
@@ -68,8 +69,8 @@ def summary_table(job: dict[str, Any], manifest: dict[str, Any], directory: Path
             f"{batch['dense']['median_s'] * 1e3:.3f}",
             f"{batch['pruned']['median_s'] * 1e3:.3f} ({batch.get('verdict', '')})",
         )
-    result = job.get("result") or {}
-    table.add_row("stop reason", "", str(result.get("stop_reason", "")))
+    result = JobResult.model_validate(job["result"]) if job.get("result") else None
+    table.add_row("stop reason", "", result.stop_reason if result else "")
     table.add_row("artifact", "", str(directory))
     return table
 

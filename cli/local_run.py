@@ -15,6 +15,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from core.contract.errors import AdapruneError
+from core.contract.records import JobResult, Manifest
 from core.contract.specfile import SpecFileInvalid, describe_validation, load_spec_file
 from core.spec import JobSpec
 
@@ -60,41 +61,41 @@ def _speed(row: Mapping[str, Any]) -> str:
     return f"({text} {row.get('verdict', '')})".replace("( ", "(")
 
 
-def summary_table(manifest: Mapping[str, Any]) -> Table:
+def summary_table(manifest: Manifest) -> Table:
     """Dense vs pruned: metrics, sparsity, size, MACs and measured latency."""
-    table = Table(title=f"adaprune: {manifest['spec']['name']}")
+    table = Table(title=f"adaprune: {manifest.spec['name']}")
     table.add_column("")
     table.add_column("dense", justify="right")
     table.add_column("pruned", justify="right")
-    metrics = manifest["metrics"]
+    metrics = manifest.metrics
     for split in ("val", "test"):
         if split in metrics["pruned"]:
             table.add_row(
                 f"{split} accuracy", _fmt(metrics["dense"][split]), _fmt(metrics["pruned"][split])
             )
-    sparsity = manifest["sparsity"]
+    sparsity = manifest.sparsity
     table.add_row(
         "sparsity, all weights (file)",
         "0",
         _fmt(sparsity.get("sparsity_all_weights", sparsity["overall"])),
     )
     table.add_row("sparsity, prunable layers", "0", _fmt(sparsity["overall"]))
-    sizes = manifest["complexity"]
+    sizes = manifest.complexity
     for key in ("params", "nonzero", "macs"):
         table.add_row(key, _fmt(sizes["dense"][key]), _fmt(sizes["pruned"][key]))
-    latency = manifest["latency"]
-    for row in latency["batches"]:
-        if not row["rounds"]:
+    latency = manifest.latency or {}
+    for row in latency.get("batches", []):
+        if not row.get("rounds"):
             continue
         table.add_row(
             f"latency b={row['batch_size']} ({latency['device']})",
             f"{row['dense']['median_s'] * 1e3:.3f} ms",
             f"{row['pruned']['median_s'] * 1e3:.3f} ms {_speed(row)}",
         )
-    result = manifest["result"]
+    result = JobResult.model_validate(manifest.result)
     table.caption = (
-        f"criterion {result['criterion']}, stop: {result['stop_reason']}, best sparsity within "
-        f"tolerance {result['best_sparsity_within_tolerance']:.4f}"
+        f"criterion {result.criterion}, stop: {result.stop_reason}, best sparsity within "
+        f"tolerance {_fmt(result.best_sparsity_within_tolerance)}"
     )
     return table
 
@@ -160,6 +161,6 @@ def main(spec_path: str, out: str, *, device: str = "auto") -> int:
     except KeyboardInterrupt:
         print("adaprune run: interrupted; no artifact written", file=sys.stderr)
         return 130
-    Console().print(summary_table(manifest))
+    Console().print(summary_table(Manifest.model_validate(manifest)))
     print(f"artifact written to {out_dir.resolve()}")
     return 0

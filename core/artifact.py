@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
@@ -35,6 +36,8 @@ from core.contract.layout import (
     WEIGHTS,
     sha256_file,
 )
+from core.contract.records import STEP_COLUMNS, FileEntry, Manifest
+from core.contract.specfile import describe_validation
 from core.curve import write_curve
 from core.data import TaskData
 from core.errors import ArtifactInvalid, PruningError
@@ -52,6 +55,7 @@ __all__ = [
     "Evaluate",
     "export",
     "load",
+    "manifest_record",
     "measure_latency",
     "plain_copy",
     "read_manifest",
@@ -63,16 +67,6 @@ STEPS = STEPS_CSV
 CURVE = CURVE_PNG
 # the spec's default batch sizes (`export.latency_batch_sizes`)
 LATENCY_BATCH_SIZES = tuple(ExportSpec().latency_batch_sizes)
-STEP_COLUMNS = (
-    "step",
-    "target_sparsity",
-    "sparsity",
-    "metric",
-    "loss",
-    "decision",
-    "seconds",
-    "epochs",
-)
 _VERSIONED = ("numpy", "safetensors", "torch-pruning", "matplotlib", "adaprune")
 
 
@@ -315,17 +309,29 @@ def read_manifest(path: Path) -> dict[str, Any]:
     return manifest
 
 
-def _verify_files(directory: Path, files: Any) -> None:
-    if not isinstance(files, dict) or WEIGHTS not in files:
+def manifest_record(manifest: Mapping[str, Any]) -> Manifest:
+    """The typed view of a manifest read by `read_manifest`.
+
+    Raises:
+        ArtifactInvalid: a field the loader needs is missing or malformed.
+    """
+    try:
+        return Manifest.model_validate(manifest)
+    except ValidationError as error:
+        raise ArtifactInvalid(f"{MANIFEST} is invalid: {describe_validation(error)}") from error
+
+
+def _verify_files(directory: Path, files: Mapping[str, FileEntry]) -> None:
+    if WEIGHTS not in files:
         raise ArtifactInvalid(f"manifest lists no checksum for {WEIGHTS}")
     for name, entry in files.items():
         # Names are plain file names inside the artifact; anything else could escape it.
-        if not isinstance(name, str) or Path(name).name != name or name.startswith("."):
+        if Path(name).name != name or name.startswith("."):
             raise ArtifactInvalid(f"manifest names a file outside the artifact: {name!r}")
         file = directory / name
         if not file.is_file():
             raise ArtifactInvalid(f"{name} is missing from the artifact")
-        if not isinstance(entry, dict) or sha256_file(file) != entry.get("sha256"):
+        if sha256_file(file) != entry.sha256:
             raise ArtifactInvalid(f"{name}: sha256 does not match the manifest")
 
 
@@ -347,15 +353,14 @@ def load(
         ModelLoadFailed: the architecture cannot be built (e.g. refused entry point).
     """
     directory = Path(path)
-    manifest = read_manifest(directory)
+    manifest = manifest_record(read_manifest(directory))
     if verify:
-        _verify_files(directory, manifest.get("files"))
-    architecture = manifest.get("architecture")
-    if not isinstance(architecture, dict):
+        _verify_files(directory, manifest.files)
+    if not manifest.architecture:
         raise ArtifactInvalid("manifest has no architecture recipe")
-    model = build_from_architecture(architecture, allowed_entrypoints=allowed_entrypoints)
+    model = build_from_architecture(manifest.architecture, allowed_entrypoints=allowed_entrypoints)
     try:
-        shapes = manifest.get("shapes")
+        shapes = manifest.shapes
         if shapes is not None and shapes != shapes_of(model):
             resize_to_shapes(model, shapes)
         state = load_file(str(directory / WEIGHTS))

@@ -4,43 +4,28 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-Decision = Literal[
-    "baseline",  # step 0: the dense model, evaluated
-    "accelerate",  # within tolerance with headroom: the next increment grows
-    "keep",  # within tolerance: the next increment stays
-    "shrink",  # within tolerance but close to it: the next increment shrinks
-    "rollback",  # past tolerance: back to the last good checkpoint, smaller increment
-    "scheduled",  # a fixed schedule (oneshot/linear/cubic) took the step
-    "final",  # final fine-tuning at the last accepted sparsity
-]
+from pydantic import ConfigDict, Field
 
-StopReason = Literal[
-    "target_reached", "no_headroom", "max_epochs", "max_runtime", "schedule_done", "step_limit"
-]
+from core.contract.records import Decision, StepRecord, StopReason
+
+__all__ = ["Decision", "PruneResult", "StepCallback", "StepReport", "StopReason"]
 
 
-@dataclass(frozen=True)
-class StepReport:
+class StepReport(StepRecord):
     """What one pruning step did; emitted through `on_step` and stored as the job's time series.
 
-    `target_sparsity` is what the schedule asked for; `sparsity` is counted from the weights
-    (zeros over prunable weights, or removed parameters for channel pruning).
+    The stored fields are StepRecord's; the engine adds how long each phase of the step took.
     """
 
-    step: int
-    target_sparsity: float
-    sparsity: float
-    metric: float
-    loss: float
-    decision: Decision
-    seconds: float
-    epochs: int
-    phase_seconds: dict[str, float] = field(default_factory=dict)
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    phase_seconds: dict[str, float] = Field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The report as plain values (StepRecord's fields and `phase_seconds`)."""
+        return self.model_dump()
 
 
 StepCallback = Callable[[StepReport], None]

@@ -21,6 +21,7 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, core_schema
 
+from core.contract.version import SPEC_VERSION
 from core.registries import (
     ARCHITECTURES,
     AUTO,
@@ -326,6 +327,11 @@ class JobSpec(BaseModel):
 
     model_config = _strict()
 
+    spec_version: int = Field(
+        default=SPEC_VERSION,
+        ge=1,
+        description="the spec format's version; one newer than this code knows is refused",
+    )
     name: str = Field(
         default="job", min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
     )
@@ -360,3 +366,12 @@ class JobSpec(BaseModel):
         if not isinstance(finetune, dict):
             return data
         return {**data, "finetune": PRETRAINED_FINETUNE_DEFAULTS | finetune}
+
+    @field_validator("spec_version")
+    @classmethod
+    def _known_version(cls, value: int) -> int:
+        if value > SPEC_VERSION:
+            raise ValueError(
+                f"spec_version {value} is newer than this adaprune understands ({SPEC_VERSION})"
+            )
+        return value

@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 import httpx
+from pydantic import ValidationError
 
 from core.contract.errors import AdapruneError, ErrorCode, as_error_code
 from core.contract.layout import MANIFEST, sha256_file
+from core.contract.records import Manifest
 from core.contract.states import FINAL_STATES
 from service.store.artifacts import check_artifact_name
 from service.store.jobs import is_job_id
@@ -353,12 +355,15 @@ def _check_manifest(directory: Path) -> None:
     manifest = directory / MANIFEST
     if not manifest.is_file():
         return
-    files = json.loads(manifest.read_text()).get("files") or {}
+    try:
+        files = Manifest.model_validate(json.loads(manifest.read_text())).files
+    except (ValueError, ValidationError) as error:
+        raise ChecksumMismatch(f"{MANIFEST} cannot be read: {error}") from error
     for name, entry in files.items():
-        path = directory / check_artifact_name(str(name))
+        path = directory / check_artifact_name(name)
         if not path.is_file():
             raise ChecksumMismatch(f"manifest lists {name} but the job has no such artifact")
-        digest = str(entry["sha256"])
+        digest = entry.sha256
         actual = sha256_file(path)
         if actual != digest:
             raise ChecksumMismatch(f"{name}: sha256 {actual} differs from the manifest's {digest}")

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from core.contract.records import StepRecord
 from service.db.models import Artifact, Job, JobEvent, JobStep
 
 
@@ -76,20 +77,14 @@ class JobList(BaseModel):
     next_cursor: str | None
 
 
-class StepPublic(BaseModel):
-    """One pruning step of a job."""
+class StepPublic(StepRecord):
+    """One pruning step of a job: StepRecord's fields, the attempt that made it and when."""
 
-    model_config = ConfigDict(from_attributes=True)
+    model_config = ConfigDict(from_attributes=True, frozen=False)
 
-    step: int
+    # served as stored: a row written by a newer worker may carry a decision this API predates
+    decision: str  # type: ignore[assignment]
     attempt: int
-    target_sparsity: float
-    sparsity: float
-    metric: float
-    loss: float
-    decision: str
-    seconds: float
-    epochs: int
     created_at: datetime
 
     @classmethod

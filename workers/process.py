@@ -61,6 +61,8 @@ def run_worker(
     def send(job_id: str, queue: str) -> None:
         app.send_task(PRUNE_TASK, args=[job_id], queue=queue)
 
+    runner.send = send
+
     broker = BrokerView(settings.redis_url)
     reaper = Reaper(
         runner.store,

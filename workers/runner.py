@@ -27,7 +27,9 @@ from core.contract.entrypoints import EntrypointAllowList
 from core.contract.errors import ErrorCode
 from core.contract.jsonsafe import json_safe
 from core.contract.layout import MANIFEST, sha256_file
+from core.contract.records import JobResult, Manifest
 from core.contract.specfile import describe_validation
+from core.contract.version import SPEC_VERSION
 from core.errors import PruneCancelled, PruningError
 from core.report import StepReport
 from core.spec import JobSpec
@@ -45,6 +47,7 @@ from workers.settings import WorkerSettings
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 SKIPPED = "skipped"
+REQUEUED = "requeued"
 
 
 def lease_owner() -> str:
@@ -56,9 +59,15 @@ def lease_owner() -> str:
 class EngineOutput:
     """What is kept of a finished engine run once its models are released."""
 
-    result: dict[str, Any]
+    result: JobResult
     artifact_dir: Path
     files: list[str] = field(default_factory=list)
+
+
+def _newer_spec(spec: dict[str, Any]) -> bool:
+    """Whether a stored spec names a spec_version newer than this code's SPEC_VERSION."""
+    version = spec.get("spec_version", 1)
+    return isinstance(version, int) and not isinstance(version, bool) and version > SPEC_VERSION
 
 
 def store_write(what: str, call: Callable[[], T]) -> T:
@@ -85,12 +94,16 @@ class JobRunner:
         storage: ArtifactStorage,
         metrics: WorkerMetrics,
         owner: str | None = None,
+        send: Callable[[str, str], None] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.storage = storage
         self.metrics = metrics
         self.owner = owner or lease_owner()
+        # Sends a job id to a queue; without it a released job is re-sent by a reaper's
+        # lost-message recovery instead.
+        self.send = send
 
     @classmethod
     def from_settings(cls, settings: WorkerSettings, *, metrics: WorkerMetrics) -> JobRunner:
@@ -126,6 +139,8 @@ class JobRunner:
         if claim is None:
             log.info("job %s: not taken (final, leased elsewhere or out of attempts)", job_id)
             return SKIPPED
+        if not claim.cancel_requested and _newer_spec(claim.spec):
+            return self._requeue(claim)
         log.info("job %s: attempt %d on %s", job_id, claim.attempt, self.owner)
         # The next claim would exceed the cap: fail with the real error now, not a bare
         # "attempts exhausted" later.
@@ -153,6 +168,29 @@ class JobRunner:
             self.metrics.job_ended(outcome=outcome, seconds=time.monotonic() - started)
             free_accelerator_memory()
         return outcome or "lost"
+
+    def _requeue(self, claim: Claim) -> str:
+        """Hand a job this worker is too old for back to the queue, for a newer worker."""
+        log.info(
+            "job %s: spec_version %s is newer than this worker's %d; back to queue %s for a "
+            "newer worker (attempt not counted)",
+            claim.job_id,
+            claim.spec.get("spec_version"),
+            SPEC_VERSION,
+            claim.queue,
+        )
+        released = store_write(
+            f"job {claim.job_id}: release",
+            lambda: self.store.release(claim.job_id, owner=self.owner),
+        )
+        if not released:
+            return SKIPPED
+        # A pause before the message goes back: with only old workers on the queue, the job
+        # would otherwise bounce between them as fast as they can claim it.
+        time.sleep(self.settings.heartbeat_s)
+        if self.send is not None:
+            self.send(claim.job_id, claim.queue)
+        return REQUEUED
 
     def _observe_start(self, claim: Claim) -> None:
         self.metrics.job_started()
@@ -269,7 +307,9 @@ class JobRunner:
         if not self._publish(claim, output):
             heartbeat.lost = True
             return None
-        outcome = self._finish(claim, state="succeeded", result=output.result)
+        outcome = self._finish(
+            claim, state="succeeded", result=output.result.model_dump(mode="json")
+        )
         if outcome is not None:
             mirror.delete()
         return outcome
@@ -346,20 +386,22 @@ class JobRunner:
         )
         summary = output.outcome.result.to_dict()
         summary.pop("steps")
-        manifest = output.manifest
+        manifest = Manifest.model_validate(output.manifest)
         result = {
             **summary,
-            "metrics": manifest.get("metrics"),
-            "complexity": manifest.get("complexity"),
-            "latency": manifest.get("latency"),
-            "artifact_sparsity": manifest.get("sparsity"),
+            "metrics": manifest.metrics,
+            "complexity": manifest.complexity,
+            "latency": manifest.latency,
+            "artifact_sparsity": manifest.sparsity,
         }
         files = sorted(p.name for p in out_dir.iterdir() if p.is_file())
         if MANIFEST not in files:
             raise PruningError(f"the engine exported no {MANIFEST}")
         del output
         free_accelerator_memory()
-        return EngineOutput(result=json_safe(result), artifact_dir=out_dir, files=files)
+        return EngineOutput(
+            result=JobResult.model_validate(json_safe(result)), artifact_dir=out_dir, files=files
+        )
 
     def _publish(self, claim: Claim, output: EngineOutput) -> bool:
         """Upload the artifact files (manifest.json last) and record each one's checksum.

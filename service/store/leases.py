@@ -251,6 +251,31 @@ class LeaseOps(StoreBase):
             ).one_or_none()
         return current is not None and tuple(current) == (state, owner)
 
+    def release(self, job_id: str, *, owner: str) -> bool:
+        """Give a just-claimed job back to the queue, as if the claim had not happened.
+
+        For a worker that cannot run the job (its spec is newer than the worker): the job is
+        queued again, its lease cleared and the claim's attempt taken back, so it counts as
+        no failure. A job whose cancel was requested meanwhile is not released.
+
+        Returns:
+            False when `owner` does not hold the lease of a running job (nothing is written).
+        """
+        with self.tx() as session:
+            released = session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.lease_owner == owner, Job.state == "running")
+                .values(
+                    state="queued",
+                    lease_owner=None,
+                    heartbeat_at=None,
+                    phase=None,
+                    attempt=Job.attempt - 1,
+                    started_at=case((Job.attempt <= 1, None), else_=Job.started_at),
+                )
+            )
+        return _rowcount(released) == 1
+
     def requeue_stale(self, *, stale_after_s: float) -> list[str]:
         """Put running jobs whose heartbeat is older than `stale_after_s` back in the queue.
 

@@ -5,26 +5,29 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import ColumnElement, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from core.contract.records import STEP_COLUMNS, STEP_FIELDS, StepRecord
+from core.contract.specfile import describe_validation
 from core.contract.states import LEASED_STATES
 from service.db.models import Job, JobStep, utcnow
 from service.store.base import StoreBase
 
-STEP_FIELDS = ("target_sparsity", "sparsity", "metric", "loss", "decision", "seconds", "epochs")
+__all__ = ["STEP_FIELDS", "StepOps", "held_by"]
 
 
-def _step_values(report: Mapping[str, Any]) -> dict[str, Any]:
-    missing = [name for name in ("step", *STEP_FIELDS) if name not in report]
+def _step_record(report: Mapping[str, Any] | StepRecord) -> StepRecord:
+    if isinstance(report, StepRecord):
+        return report
+    missing = [name for name in STEP_COLUMNS if name not in report]
     if missing:
         raise ValueError(f"step report lacks {', '.join(missing)}")
-    values = {name: report[name] for name in STEP_FIELDS}
-    for name in ("target_sparsity", "sparsity", "metric", "loss", "seconds"):
-        values[name] = float(values[name])
-    values["epochs"] = int(values["epochs"])
-    values["decision"] = str(values["decision"])
-    return values
+    try:
+        return StepRecord.model_validate(report)
+    except ValidationError as error:
+        raise ValueError(f"step report is invalid: {describe_validation(error)}") from error
 
 
 def held_by(owner: str | None) -> tuple[ColumnElement[bool], ...]:
@@ -42,7 +45,12 @@ class StepOps(StoreBase):
     """Write and read job steps."""
 
     def record_step(
-        self, job_id: str, *, owner: str | None, attempt: int, report: Mapping[str, Any]
+        self,
+        job_id: str,
+        *,
+        owner: str | None,
+        attempt: int,
+        report: Mapping[str, Any] | StepRecord,
     ) -> bool:
         """Store one step report (replacing a row with the same step) and update the job.
 
@@ -55,14 +63,15 @@ class StepOps(StoreBase):
                 lease of a running or cancelling job (None: no lease check, for tools and
                 fixtures that write outside a worker).
             attempt: the attempt that produced the step.
-            report: a `StepReport.to_dict()`: step, target_sparsity, sparsity, metric, loss,
-                decision, seconds, epochs (other keys are ignored).
+            report: a StepRecord, or a mapping with its fields (`StepReport.to_dict()`; other
+                keys are ignored).
 
         Returns:
             Whether the step was written (False: the lease was lost, or no such job).
         """
-        values = _step_values(report)
-        step = int(report["step"])
+        record = _step_record(report)
+        values = record.model_dump(include=set(STEP_FIELDS))
+        step = record.step
         row = {"job_id": job_id, "step": step, "attempt": attempt, "created_at": utcnow(), **values}
         with self.tx() as session:
             target = session.scalar(select(Job.target_sparsity).where(Job.id == job_id))

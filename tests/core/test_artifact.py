@@ -28,6 +28,7 @@ from core.artifact import (
     read_manifest,
     sha256_file,
 )
+from core.contract.records import STEP_COLUMNS, Manifest
 from core.data import TaskData, builtin_task
 from core.errors import ArtifactInvalid
 from core.latency import MAX_ROUNDS
@@ -56,11 +57,15 @@ def _spec(granularity: str = "unstructured") -> JobSpec:
     )
 
 
+def _step(*values: Any) -> StepReport:
+    return StepReport(**dict(zip(STEP_COLUMNS, values, strict=True)))
+
+
 def _result(dense_metric: float, metric: float) -> PruneResult:
     steps = [
-        StepReport(0, 0.0, 0.0, dense_metric, 0.7, "baseline", 0.01, 0),
-        StepReport(1, 0.3, 0.3, dense_metric, 0.6, "accelerate", 0.02, 1),
-        StepReport(2, 0.5, 0.5, metric, 0.65, "keep", 0.03, 1),
+        _step(0, 0.0, 0.0, dense_metric, 0.7, "baseline", 0.01, 0),
+        _step(1, 0.3, 0.3, dense_metric, 0.6, "accelerate", 0.02, 1),
+        _step(2, 0.5, 0.5, metric, 0.65, "keep", 0.03, 1),
     ]
     return PruneResult(
         criterion="magnitude",
@@ -357,6 +362,18 @@ def test_measure_latency_stops_at_its_time_budget() -> None:
     timing = measure_latency(Slow(), example_inputs=torch.ones(1), warmup=0, max_seconds=1e-6)
     assert timing["runs"] == 1
     assert timing["median_s"] > 0
+
+
+def test_the_manifest_record_names_every_field_export_writes(
+    exported: tuple[Path, dict[str, Any]],
+) -> None:
+    out, manifest = exported
+    assert set(manifest) == set(Manifest.model_fields)
+    record = artifact.manifest_record(read_manifest(out))
+    assert record.model_dump(mode="json", exclude={"files"}) == {
+        k: v for k, v in manifest.items() if k != "files"
+    }
+    assert {name: entry.model_dump() for name, entry in record.files.items()} == manifest["files"]
 
 
 def test_manifest_file_hashes_match_the_files_on_disk(
