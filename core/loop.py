@@ -27,6 +27,12 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from core.checkpoint import load_latest, save_checkpoint
+from core.controller import (
+    AdaptiveController,
+    ControllerDecision,
+    ControllerState,
+    over_tolerance,
+)
 from core.data import TaskData
 from core.errors import SpecInvalid, TrainingDiverged
 from core.finetune import (
@@ -40,9 +46,10 @@ from core.finetune import (
 )
 from core.importance import Importance, ScoringContext, make_importance
 from core.masks import nm_incompatible, prunable_parameters
+from core.outcome import accepted_curve, missed_reason
 from core.probe import ProbeOutcome, layer_sensitivity, probe_criteria
 from core.report import Decision, PruneResult, StepCallback, StepReport, StopReason
-from core.schedule import AdaptiveController, ControllerState, fixed_schedule
+from core.schedule import fixed_schedule
 from core.sparsify import (
     SparsityPlan,
     channel_fraction_removed,
@@ -112,10 +119,12 @@ class _Run:
         self.dense_metric = 0.0
         self.criterion: str = spec.prune.criterion
         self.probe: dict[str, float] = {}
-        self.controller = AdaptiveController(tolerance=spec.prune.max_metric_drop)
+        self.controller = AdaptiveController(
+            tolerance=spec.prune.max_metric_drop, examples=len(self.y_val)
+        )
         self.controller_state: ControllerState | None = None
         self.next_target = 0.0
-        self.target = spec.prune.target_sparsity
+        self.target = spec.prune.target
         self.best_within = 0.0
         self.stop_reason: StopReason | None = None
         self.finished = False
@@ -217,8 +226,9 @@ class _Run:
         return frozen.to(self.device if self.spec.finetune.distill else torch.device("cpu"))
 
     def _within(self, metric: float) -> bool:
-        """The one test of tolerance, shared by the controller's inputs and the result."""
-        return self.dense_metric - metric <= self.spec.prune.max_metric_drop
+        """The one test of tolerance, in whole validation examples (as the controller counts)."""
+        drop = self.dense_metric - metric
+        return not over_tolerance(drop, self.spec.prune.max_metric_drop, len(self.y_val))
 
     def _importance(self) -> Importance:
         return make_importance(self.criterion, self.spec.prune)
@@ -233,6 +243,7 @@ class _Run:
         seconds: float,
         epochs: int,
         phases: dict[str, float],
+        recovery_epochs: int = 0,
     ) -> None:
         sparsity, _ = model_sparsity(self.model, spec=self.spec.prune, plan=self.plan)
         report = StepReport(
@@ -245,6 +256,7 @@ class _Run:
             seconds=seconds,
             epochs=epochs,
             phase_seconds=phases,
+            recovery_epochs=recovery_epochs,
         )
         self.reports.append(report)
         if decision != "rollback" and self._within(metric):
@@ -307,7 +319,7 @@ class _Run:
         self.criterion = state["criterion"]
         self.probe = state["probe"]
         if state["controller"] is not None:
-            self.controller_state = ControllerState(**state["controller"])
+            self.controller_state = ControllerState.from_dict(state["controller"])
         self.next_target = state["next_target"]
         self.target = state["target"]
         self.best_within = state["best_within"]
@@ -348,7 +360,9 @@ class _Run:
         self.optimizer = self._new_optimizer(finetune.lr)
         if self.spec.prune.schedule.kind == "adaptive":
             self.controller_state = AdaptiveController.initial_state(
-                target=self.target, steps=self.spec.prune.schedule.steps
+                target=self.target,
+                steps=self.spec.prune.schedule.steps,
+                search_max=self.spec.prune.search_max,
             )
             self.next_target = self.controller.first_sparsity(self.controller_state)
         self._report(
@@ -483,15 +497,16 @@ class _Run:
                 f"validation loss became {val_loss} at step {self.counters.step}"
             )
         phases["evaluation"] = time.perf_counter() - mark
-        drop = self.dense_metric - metric
 
         decision: Decision = "scheduled"
         done = self.counters.step >= limit
+        recovered = 0
         if adaptive:
-            assert self.controller_state is not None
-            # The controller plans in requested sparsities: the measured one differs by count
-            # rounding, floors or channel widths, and chasing that gap would repeat the step.
-            verdict = self.controller.decide(self.controller_state, sparsity=target, drop=drop)
+            mark = time.perf_counter()
+            verdict, metric, val_loss, recovered = self._judge(target, metric, val_loss)
+            if recovered:
+                phases["recovery"] = time.perf_counter() - mark
+            assert verdict.verdict != "recover"
             decision = verdict.verdict
             self.controller_state = verdict.state
             self.next_target = verdict.next_sparsity
@@ -505,6 +520,7 @@ class _Run:
                     seconds=time.perf_counter() - start,
                     epochs=self.counters.finetune_epochs - epochs_before,
                     phases=phases,
+                    recovery_epochs=recovered,
                 )
                 assert snapshot is not None
                 self._load_snapshot(snapshot)
@@ -525,9 +541,41 @@ class _Run:
             seconds=time.perf_counter() - start,
             epochs=self.counters.finetune_epochs - epochs_before,
             phases=phases,
+            recovery_epochs=recovered,
         )
         self._checkpoint()
         return not done
+
+    def _judge(
+        self, target: float, metric: float, val_loss: float
+    ) -> tuple[ControllerDecision, float, float, int]:
+        """The controller's verdict on a step, after the recovery rounds it asks for.
+
+        The controller plans in requested sparsities: the measured one differs by count
+        rounding, floors or channel widths, and chasing that gap would repeat the step.
+        Returns the verdict, the metric and loss it was based on, and the recovery epochs spent.
+        """
+        assert self.controller_state is not None
+        recovered = 0
+        while True:
+            verdict = self.controller.decide(
+                self.controller_state,
+                sparsity=target,
+                drop=self.dense_metric - metric,
+                metric=metric,
+                can_recover=self._budget_left() is None,
+            )
+            self.controller_state = verdict.state
+            if verdict.verdict != "recover":
+                return verdict, metric, val_loss, recovered
+            before = self.counters.finetune_epochs
+            self._train(max(1, self.spec.finetune.epochs_per_step), lr_at=None)
+            recovered += self.counters.finetune_epochs - before
+            metric, val_loss = self._evaluate()
+            if not math.isfinite(val_loss):
+                raise TrainingDiverged(
+                    f"validation loss became {val_loss} at step {self.counters.step}"
+                )
 
     def _snapshot(self) -> dict[str, Any]:
         """The state before a step, kept on the CPU; a rollback restores it."""
@@ -588,6 +636,15 @@ class _Run:
     def result(self) -> PruneResult:
         last = self.reports[-1]
         _, per_layer = model_sparsity(self.model, spec=self.spec.prune, plan=self.plan)
+        stop_reason = self.stop_reason or "schedule_done"
+        reason = missed_reason(
+            self.reports,
+            spec=self.spec,
+            target=self.target,
+            stop_reason=stop_reason,
+            dense_metric=self.dense_metric,
+            within=self._within(last.metric),
+        )
         return PruneResult(
             criterion=self.criterion,
             dense_metric=self.dense_metric,
@@ -595,12 +652,16 @@ class _Run:
             sparsity=last.sparsity,
             best_sparsity_within_tolerance=self.best_within,
             within_tolerance=self._within(last.metric),
-            stop_reason=self.stop_reason or "schedule_done",
+            stop_reason=stop_reason,
             epochs=self.counters.finetune_epochs,
             seconds=self._elapsed(),
             steps=list(self.reports),
             probe=dict(self.probe),
             layer_sparsity=per_layer,
+            target_sparsity=self.target,
+            target_reached=reason is None,
+            target_missed_reason=reason,
+            curve=accepted_curve(self.reports),
         )
 
 

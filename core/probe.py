@@ -51,7 +51,7 @@ def probe_criteria(
             sparsify(
                 trial,
                 scores=scores,
-                target=spec.target_sparsity * fraction,
+                target=spec.target * fraction,
                 spec=spec,
                 masks={},
                 plan=trial_plan,
@@ -86,7 +86,7 @@ def layer_sensitivity(
         else:
             mask = unstructured_masks(
                 {name: scores[name]},
-                sparsity=spec.target_sparsity,
+                sparsity=spec.target,
                 scope="layer",
                 min_density=spec.min_layer_density,
             )[name]

@@ -26,7 +26,8 @@ class StepReport:
     """What one pruning step did; emitted through `on_step` and stored as the job's time series.
 
     `target_sparsity` is what the schedule asked for; `sparsity` is counted from the weights
-    (zeros over prunable weights, or removed parameters for channel pruning).
+    (zeros over prunable weights, or removed parameters for channel pruning). `recovery_epochs`
+    are the extra fine-tuning epochs the adaptive controller gave the step before judging it.
     """
 
     step: int
@@ -38,6 +39,7 @@ class StepReport:
     seconds: float
     epochs: int
     phase_seconds: dict[str, float] = field(default_factory=dict)
+    recovery_epochs: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -52,6 +54,10 @@ class PruneResult:
 
     `best_sparsity_within_tolerance` is the highest measured sparsity whose validation metric
     stayed within `max_metric_drop` of the dense metric, whatever the target was.
+    `target_sparsity` is the sparsity the run aimed at (`max_sparsity` for `target_sparsity:
+    max`); `target_reached` says whether it ended there within tolerance (for `max`: whether the
+    search converged), and `target_missed_reason` says why not, in words. `curve` lists the
+    accepted (sparsity, metric) points, in step order.
     """
 
     criterion: str
@@ -66,6 +72,10 @@ class PruneResult:
     steps: list[StepReport] = field(default_factory=list)
     probe: dict[str, float] = field(default_factory=dict)
     layer_sparsity: dict[str, float] = field(default_factory=dict)
+    target_sparsity: float = 0.0
+    target_reached: bool = False
+    target_missed_reason: str | None = None
+    curve: list[dict[str, float]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
