@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from cli.outcome import outcome_line
 from core.spec import JobSpec
 
 
@@ -87,6 +88,7 @@ def summary_table(manifest: Mapping[str, Any]) -> Table:
         )
     result = manifest["result"]
     table.caption = (
+        f"{outcome_line(result, manifest['spec']['prune'])}\n"
         f"criterion {result['criterion']}, stop: {result['stop_reason']}, best sparsity within "
         f"tolerance {result['best_sparsity_within_tolerance']:.4f}"
     )
@@ -97,7 +99,7 @@ def _run(spec: JobSpec, out: Path, *, device: str, console: Console) -> dict[str
     from core.job import run_job  # torch loads here, after the input has been checked
 
     work = Path(tempfile.mkdtemp(prefix="adaprune-run-"))
-    target = spec.prune.target_sparsity
+    target = spec.prune.target
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -125,6 +127,14 @@ def _run(spec: JobSpec, out: Path, *, device: str, console: Console) -> dict[str
                 device=device,
                 on_step=on_step,
                 on_phase=on_phase,
+            )
+            result = output.outcome.result
+            # a missed target leaves the bar where the sparsity ended, not at 100 %
+            ended = target if result.target_reached else min(result.sparsity, target)
+            progress.update(
+                bar,
+                completed=ended,
+                description="done" if result.target_reached else "target missed",
             )
         return output.manifest
     finally:
@@ -155,5 +165,6 @@ def main(spec_path: str, out: str, *, device: str = "auto") -> int:
         print("adaprune run: interrupted; no artifact written", file=sys.stderr)
         return 130
     Console().print(summary_table(manifest))
+    print(outcome_line(manifest["result"], manifest["spec"]["prune"]))
     print(f"artifact written to {out_dir.resolve()}")
     return 0

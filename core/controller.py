@@ -200,10 +200,10 @@ class AdaptiveController:
         return proposal
 
     def _gap_closed(self, state: ControllerState, sparsity: float) -> bool:
-        """No step of at least `min_increment` fits between `sparsity` and a holding ceiling."""
+        """The half-way step towards a holding ceiling would be smaller than `min_increment`."""
         if state.ceiling >= 1.0 or state.ceiling_failures <= self.ceiling_retries:
             return False
-        return next_sparsity(sparsity, state.min_increment) >= state.ceiling - _EPS
+        return next_sparsity(sparsity, 2 * state.min_increment) >= state.ceiling - _EPS
 
     # ----------------------------------------------------------------- decision
     def decide(

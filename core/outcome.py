@@ -43,7 +43,7 @@ def missed_reason(
     if not reports:
         return f"{stop_reason}: no step was taken"
     last = reports[-1]
-    at = f"{last.sparsity:.2f}"
+    at = f"{last.sparsity:.3f}"
     allowed = f"{100 * spec.prune.max_metric_drop:g}"
     if not within:
         cost = 100 * (dense_metric - last.metric)

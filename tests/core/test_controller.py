@@ -1,5 +1,6 @@
 """The adaptive controller on synthetic measurements: no model, every decision checked."""
 
+import itertools
 import math
 
 import pytest
@@ -122,7 +123,7 @@ def test_increments_grow_at_most_geometrically_and_never_jump_to_the_target():
             break
         proposal = decision.next_sparsity
     assert sparsity == pytest.approx(0.9)
-    for before, after in zip(fractions, fractions[1:-1], strict=False):
+    for before, after in itertools.pairwise(fractions[:-1]):
         assert after <= 1.5 * before + 1e-9  # the last step only snaps onto the target
     assert max(fractions) <= 0.5 + 1e-9
 
