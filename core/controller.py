@@ -111,7 +111,9 @@ class AdaptiveController:
     - D > A: if recovery rounds are left, recover (fine-tune more at the same masks and
       measure again); a miss within two standard errors of the tolerance gets
       `recovery_rounds` rounds, a larger one a single round, and a round that wins back no
-      example ends the recovery. Otherwise roll back to the last good
+      example ends the recovery. A miss still within one standard error after recovery (two on
+      the last step the budget allows) is kept as "shrink": the final fine-tuning recovers it,
+      and the result judges the final metric strictly. Otherwise roll back to the last good
       sparsity, halve the increment and make this sparsity the ceiling.
     - h >= accelerate_above: increment *= grow; h < shrink_below: increment *= shrink; else keep.
     Proposals stop short of the ceiling (the midpoint between the current sparsity and it) until
@@ -214,6 +216,7 @@ class AdaptiveController:
         drop: float,
         metric: float | None = None,
         can_recover: bool = True,
+        steps_left: int | None = None,
     ) -> ControllerDecision:
         """Judge the step that reached `sparsity` with metric drop `drop` (dense - pruned).
 
@@ -223,6 +226,9 @@ class AdaptiveController:
             drop: dense metric minus the metric just measured.
             metric: the metric just measured (for its standard error; None: no noise model).
             can_recover: False when no recovery epochs are left in the budget.
+            steps_left: how many more steps the budget allows (None: no limit). An accepted
+                step's increment is raised towards the equal-ratio increment that reaches the
+                target in that many steps, by at most `grow` (a fixed schedule would get there).
         """
         allowed, dropped = self._units(drop)
         noise = self._noise(metric)
@@ -240,8 +246,23 @@ class AdaptiveController:
                     state, recovery_round=state.recovery_round + 1, recovery_drop=drop
                 )
                 return ControllerDecision("recover", sparsity, recovering, False)
+            last = steps_left == 0 and not can_recover
+            if excess <= noise + _EPS or (last and excess <= 2 * noise + _EPS):
+                # within the split's noise of the tolerance after recovery (two standard errors
+                # on the last step): kept with a smaller increment; the final fine-tuning
+                # recovers further and the result judges the final metric strictly
+                kept = self._accept(
+                    state, sparsity=sparsity, drop=drop, headroom=-1.0, steps_left=steps_left
+                )
+                return replace(kept, done=kept.done or last)
             return self._rollback(state, sparsity)
-        return self._accept(state, sparsity=sparsity, drop=drop, headroom=self._headroom(drop))
+        return self._accept(
+            state,
+            sparsity=sparsity,
+            drop=drop,
+            headroom=self._headroom(drop),
+            steps_left=steps_left,
+        )
 
     def _headroom(self, drop: float) -> float:
         allowed, dropped = self._units(drop)
@@ -270,7 +291,13 @@ class AdaptiveController:
         return ControllerDecision("rollback", proposal, new, done)
 
     def _accept(
-        self, state: ControllerState, *, sparsity: float, drop: float, headroom: float
+        self,
+        state: ControllerState,
+        *,
+        sparsity: float,
+        drop: float,
+        headroom: float,
+        steps_left: int | None,
     ) -> ControllerDecision:
         verdict: Verdict
         if headroom >= self.accelerate_above:
@@ -279,6 +306,9 @@ class AdaptiveController:
             verdict, increment = "shrink", state.increment * self.shrink
         else:
             verdict, increment = "keep", state.increment
+        if steps_left is not None and steps_left > 0 and sparsity < state.target:
+            pace = 1.0 - ((1.0 - state.target) / (1.0 - sparsity)) ** (1.0 / steps_left)
+            increment = max(increment, min(pace, state.increment * self.grow))
         increment = min(max(increment, state.min_increment), state.max_increment)
         ceiling, failures = state.ceiling, state.ceiling_failures
         if sparsity >= ceiling - _EPS:

@@ -18,6 +18,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,10 @@ PhaseCallback = Callable[[str], None]
 CheckpointCallback = Callable[[Path], None]
 DENSE_WEIGHTS = "dense.safetensors"
 _CALIBRATION_EPOCH = 10_000_000  # generator offset for calibration batches, apart from epochs
+
+
+def _annealed(index: int, *, base: float, epochs: int) -> Callable[[float], float]:
+    return cosine_lr(base=base, epoch=index, epochs=epochs)
 
 
 @dataclass
@@ -457,7 +462,7 @@ class _Run:
         if self.counters.step >= limit:
             self.stop_reason = "step_limit" if adaptive else "schedule_done"
             return False
-        reason = self._budget_left()
+        reason = self._budget_left() or (self._step_budget_spent() if adaptive else None)
         if reason is not None:
             self.stop_reason = reason
             return False
@@ -546,6 +551,22 @@ class _Run:
         self._checkpoint()
         return not done
 
+    def _epochs_for_steps(self) -> int:
+        """Fine-tuning epochs the adaptive steps may still use: the final epochs are kept back."""
+        finetune, budget = self.spec.finetune, self.spec.budget
+        reserve = min(finetune.final_epochs, budget.max_epochs - 1)
+        return budget.max_epochs - reserve - self.counters.finetune_epochs
+
+    def _step_budget_spent(self) -> StopReason | None:
+        needed = max(1, self.spec.finetune.epochs_per_step)
+        return "max_epochs" if self._epochs_for_steps() < needed else None
+
+    def _steps_left(self) -> int:
+        """Steps the budget and the step limit still allow after the one being judged."""
+        per_step = max(1, self.spec.finetune.epochs_per_step)
+        limit = 3 * self.spec.prune.schedule.steps - self.counters.step
+        return max(0, min(limit, self._epochs_for_steps() // per_step))
+
     def _judge(
         self, target: float, metric: float, val_loss: float
     ) -> tuple[ControllerDecision, float, float, int]:
@@ -563,13 +584,20 @@ class _Run:
                 sparsity=target,
                 drop=self.dense_metric - metric,
                 metric=metric,
-                can_recover=self._budget_left() is None,
+                can_recover=self._epochs_for_steps() > 0,
+                steps_left=self._steps_left(),
             )
             self.controller_state = verdict.state
             if verdict.verdict != "recover":
                 return verdict, metric, val_loss, recovered
             before = self.counters.finetune_epochs
-            self._train(max(1, self.spec.finetune.epochs_per_step), lr_at=None)
+            # the recovered metric: the round ends with the learning rate annealed, as the
+            # final fine-tuning will; the next step starts again from the base rate
+            lr, epochs = self.spec.finetune.lr, 1
+            self._train(epochs, lr_at=partial(_annealed, base=lr, epochs=epochs))
+            assert self.optimizer is not None
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
             recovered += self.counters.finetune_epochs - before
             metric, val_loss = self._evaluate()
             if not math.isfinite(val_loss):

@@ -72,10 +72,11 @@ def test_a_step_over_tolerance_is_recovered_and_measured_again_before_rollback()
 
 
 def test_recovery_is_bounded_and_ends_in_rollback_when_the_metric_stays_over():
-    controller = AdaptiveController(tolerance=0.02, examples=500, recovery_rounds=2)
+    # 10000 examples: one standard error is about 33 examples, the tolerance 200
+    controller = AdaptiveController(tolerance=0.02, examples=10_000, recovery_rounds=2)
     state = controller.initial_state(target=0.9, steps=10)
     verdicts = []
-    for drop in (0.024, 0.024, 0.022, 0.021):
+    for drop in (0.0245, 0.0245, 0.0245):
         decision = controller.decide(state, sparsity=0.3, drop=drop, metric=0.9 - drop)
         state = decision.state
         verdicts.append(decision.verdict)
@@ -87,17 +88,17 @@ def test_recovery_is_bounded_and_ends_in_rollback_when_the_metric_stays_over():
 
 
 def test_a_miss_within_noise_gets_every_round_while_it_improves():
-    controller = AdaptiveController(tolerance=0.02, examples=500, recovery_rounds=2)
+    controller = AdaptiveController(tolerance=0.02, examples=10_000, recovery_rounds=2)
     state = controller.initial_state(target=0.9, steps=10)
     verdicts = []
-    for drop in (0.03, 0.026, 0.022):
+    for drop in (0.026, 0.0255, 0.025):
         decision = controller.decide(state, sparsity=0.3, drop=drop, metric=0.9 - drop)
         state, verdicts = decision.state, [*verdicts, decision.verdict]
     assert verdicts == ["recover", "recover", "rollback"]
 
 
 def test_a_large_miss_gets_one_round_and_no_budget_means_no_recovery():
-    controller = AdaptiveController(tolerance=0.02, examples=500, recovery_rounds=3)
+    controller = AdaptiveController(tolerance=0.02, examples=10_000, recovery_rounds=3)
     state = controller.initial_state(target=0.9, steps=10)
     first = controller.decide(state, sparsity=0.3, drop=0.2, metric=0.7)
     assert first.verdict == "recover"
@@ -106,6 +107,40 @@ def test_a_large_miss_gets_one_round_and_no_budget_means_no_recovery():
     )
     broke = controller.decide(state, sparsity=0.3, drop=0.03, metric=0.87, can_recover=False)
     assert broke.verdict == "rollback"
+
+
+def test_a_miss_within_one_standard_error_after_recovery_is_kept_smaller():
+    # 500 examples at 0.876: one standard error is about 7 examples; 12 lost against 10 allowed
+    controller = AdaptiveController(tolerance=0.02, examples=500, recovery_rounds=1)
+    state = controller.initial_state(target=0.9, steps=10)
+    first = controller.decide(state, sparsity=0.3, drop=0.024, metric=0.876)
+    assert first.verdict == "recover"
+    kept = controller.decide(first.state, sparsity=0.3, drop=0.024, metric=0.876)
+    assert kept.verdict == "shrink" and not kept.done
+    assert kept.state.last_good_sparsity == 0.3
+    assert kept.state.increment < state.increment
+
+
+def test_on_the_last_step_a_miss_within_two_standard_errors_is_left_to_the_final():
+    controller = AdaptiveController(tolerance=0.02, examples=500, recovery_rounds=0)
+    state = controller.initial_state(target=0.9, steps=10)
+    # 22 examples lost against 10 allowed: 12 over, between one and two standard errors
+    middle = controller.decide(state, sparsity=0.3, drop=0.044, metric=0.856, steps_left=3)
+    assert middle.verdict == "rollback"
+    last = controller.decide(
+        state, sparsity=0.3, drop=0.044, metric=0.856, can_recover=False, steps_left=0
+    )
+    assert last.verdict == "shrink" and last.done
+
+
+def test_the_budget_sets_a_pace_towards_the_target_bounded_by_growth():
+    controller = AdaptiveController(tolerance=0.02, examples=1000, grow=1.5)
+    state = controller.initial_state(target=0.9, steps=10)
+    # close to tolerance: shrink, unless the steps left need a bigger increment
+    free = controller.decide(state, sparsity=0.2, drop=0.019, metric=0.9)
+    paced = controller.decide(state, sparsity=0.2, drop=0.019, metric=0.9, steps_left=2)
+    assert free.state.increment < state.increment
+    assert paced.state.increment == pytest.approx(state.increment * 1.5)
 
 
 # ---------------------------------------------------------------- bounded increments
