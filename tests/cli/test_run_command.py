@@ -53,6 +53,9 @@ def test_run_writes_a_verified_artifact_that_reloads_with_its_metric(tmp_path):
     done = adaprune("run", str(spec), "--out", str(tmp_path / "art"), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "val accuracy" in done.stdout and "latency" in done.stdout
+    result = json.loads((tmp_path / "art" / "manifest.json").read_text())["result"]
+    verdict = "reached" if result["target_reached"] else "missed"
+    assert f"target 0.70 {verdict}: sparsity" in done.stdout
     manifest = json.loads((tmp_path / "art" / "manifest.json").read_text())
     assert {"weights.safetensors", "steps.csv", "curve.png"} <= set(manifest["files"])
     assert manifest["sparsity"]["overall"] > 0.3
