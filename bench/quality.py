@@ -10,12 +10,21 @@ starts from a copy of it and gets the same number of fine-tuning epochs (50 by d
 - tp-channel-50:  Torch-Pruning, 50 % of channels (group magnitude), then 30 + 20 epochs
 - adaprune:       the adaptive task-aware criterion, distillation from the dense model, per-layer
                   floor, cubic schedule 10 x 3 + 20 epochs
+- adaptive:       gmp's criterion and settings with the adaptive controller instead of the cubic
+                  schedule: tolerance TOL on the validation split, steps of 3 epochs (plus the
+                  recovery rounds it asks for), 20 final epochs, all within the same 50 epochs
+
+gmp and adaptive also run with the tolerance TOL, which does not change gmp's path but gives its
+highest sparsity within tolerance; the "schedules" table compares the two on every task and
+sparsity: the adaptive schedule should end at least as sparse within tolerance as gmp, and within
+one point of its test accuracy.
 
 Test-split accuracy is reported as mean ± std over seeds. Writes the "quality" section of
 docs/benchmarks.md and docs/quality.png.
 
     python bench/quality.py                      # full run (3 seeds, 4 sparsities, 3 tasks)
     python bench/quality.py --seeds 1 --tasks breast_cancer --sparsities 0.9   # a quick look
+    python bench/quality.py --methods gmp adaptive   # only the schedules table (its own section)
 """
 
 from __future__ import annotations
@@ -57,6 +66,8 @@ CPU = torch.device("cpu")
 LR = 0.01
 BATCH = 100
 STEPS, EPOCHS_PER_STEP, FINAL = 10, 3, 20  # 50 fine-tuning epochs for every method
+BUDGET = STEPS * EPOCHS_PER_STEP + FINAL
+TOL = 0.02  # the tolerance of the schedules comparison (validation accuracy vs dense)
 
 
 @dataclass(frozen=True)
@@ -148,24 +159,32 @@ def zeros(model: nn.Module) -> float:
 
 
 # ------------------------------------------------------------------------------------ methods
-Method = Callable[[nn.Module, TaskData, Split, float, int], tuple[nn.Module, float]]
+@dataclass(frozen=True)
+class Pruned:
+    """A method's model, its sparsity, and (for the engine's runs) the highest sparsity whose
+    validation accuracy stayed within TOL of dense."""
+
+    model: nn.Module
+    reached: float
+    within: float | None = None
+
+
+Method = Callable[[nn.Module, TaskData, Split, float, int], Pruned]
 
 
 def oneshot(
     model: nn.Module, data: TaskData, train: Split, sparsity: float, seed: int, *, finetune: bool
-) -> tuple[nn.Module, float]:
+) -> Pruned:
     params = prunable_parameters(model)
     scores = {k: v.detach().abs() for k, v in params.items()}
     masks = unstructured_masks(scores, sparsity=sparsity, scope="global", min_density=0.0)
     apply_masks(params, masks)
     if finetune:
         fit(model, train, seed=seed, constant=STEPS * EPOCHS_PER_STEP, cosine=FINAL, masks=masks)
-    return model, zeros(model)
+    return Pruned(model, zeros(model))
 
 
-def torch_l1(
-    model: nn.Module, data: TaskData, train: Split, sparsity: float, seed: int
-) -> tuple[nn.Module, float]:
+def torch_l1(model: nn.Module, data: TaskData, train: Split, sparsity: float, seed: int) -> Pruned:
     modules = [
         (m, "weight") for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))
     ]
@@ -175,12 +194,12 @@ def torch_l1(
     fit(model, train, seed=seed, constant=STEPS * EPOCHS_PER_STEP, cosine=FINAL)
     for module, name in modules:
         torch_prune.remove(module, name)
-    return model, zeros(model)
+    return Pruned(model, zeros(model))
 
 
 def tp_channel(
     model: nn.Module, data: TaskData, train: Split, sparsity: float, seed: int
-) -> tuple[nn.Module, float]:
+) -> Pruned:
     example = train.x[:1]
     before = sum(p.numel() for p in model.parameters())
     last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
@@ -193,15 +212,18 @@ def tp_channel(
     )
     pruner.step()
     fit(model, train, seed=seed, constant=STEPS * EPOCHS_PER_STEP, cosine=FINAL)
-    return model, 1 - sum(p.numel() for p in model.parameters()) / before
+    return Pruned(model, 1 - sum(p.numel() for p in model.parameters()) / before)
 
 
 def adaprune_method(
-    criterion: str, *, schedule: str = "cubic", distill: bool = True, floor: float = 0.02
+    criterion: str,
+    *,
+    schedule: str = "cubic",
+    distill: bool = True,
+    floor: float = 0.02,
+    tolerance: float = 1.0,
 ) -> Method:
-    def run(
-        model: nn.Module, data: TaskData, train: Split, sparsity: float, seed: int
-    ) -> tuple[nn.Module, float]:
+    def run(model: nn.Module, data: TaskData, train: Split, sparsity: float, seed: int) -> Pruned:
         spec = JobSpec.model_validate(
             {
                 "model": {"arch": "mlp"},
@@ -210,7 +232,7 @@ def adaprune_method(
                 "prune": {
                     "target_sparsity": sparsity,
                     "criterion": criterion,
-                    "max_metric_drop": 1.0,
+                    "max_metric_drop": tolerance,
                     "schedule": {"kind": schedule, "steps": STEPS},
                     "min_layer_density": floor,
                 },
@@ -222,10 +244,12 @@ def adaprune_method(
                     "batch_size": BATCH,
                     "distill": distill,
                 },
+                "budget": {"max_epochs": BUDGET},
             }
         )
         outcome = prune(model, data, spec, device=CPU)
-        return outcome.model, outcome.result.sparsity
+        result = outcome.result
+        return Pruned(outcome.model, result.sparsity, result.best_sparsity_within_tolerance)
 
     return run
 
@@ -233,7 +257,10 @@ def adaprune_method(
 METHODS: dict[str, Method] = {
     "oneshot-noft": lambda m, d, t, s, seed: oneshot(m, d, t, s, seed, finetune=False),
     "oneshot-ft": lambda m, d, t, s, seed: oneshot(m, d, t, s, seed, finetune=True),
-    "gmp": adaprune_method("magnitude", distill=False, floor=0.0),
+    "gmp": adaprune_method("magnitude", distill=False, floor=0.0, tolerance=TOL),
+    "adaptive": adaprune_method(
+        "magnitude", schedule="adaptive", distill=False, floor=0.0, tolerance=TOL
+    ),
     "torch-l1": torch_l1,
     "adaprune": adaprune_method("adaptive"),
 }
@@ -242,21 +269,23 @@ CRITERIA = (*REGISTERED_CRITERIA, AUTO)
 
 CACHE = ROOT / "bench" / ".cache" / "quality.jsonl"
 # results are reused only while the protocol that produced them is unchanged
-PROTOCOL = f"lr{LR}-b{BATCH}-{STEPS}x{EPOCHS_PER_STEP}+{FINAL}"
+PROTOCOL = f"lr{LR}-b{BATCH}-{STEPS}x{EPOCHS_PER_STEP}+{FINAL}-tol{TOL}"
+Key = tuple[str, int, str, float]
+Cached = tuple[float, float, float | None]  # test accuracy, sparsity, sparsity within TOL
 
 
-def load_cache(path: Path) -> dict[tuple[str, int, str, float], tuple[float, float]]:
-    found: dict[tuple[str, int, str, float], tuple[float, float]] = {}
+def load_cache(path: Path) -> dict[Key, Cached]:
+    found: dict[Key, Cached] = {}
     if path.exists():
         for line in path.read_text().splitlines():
             item = json.loads(line)
             if item["protocol"] == PROTOCOL:
                 key = (item["task"], item["seed"], item["method"], item["sparsity"])
-                found[key] = (item["acc"], item["reached"])
+                found[key] = (item["acc"], item["reached"], item.get("within"))
     return found
 
 
-def remember(path: Path, key: tuple[str, int, str, float], acc: float, reached: float) -> None:
+def remember(path: Path, key: Key, acc: float, reached: float, within: float | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     task, seed, method, sparsity = key
     record = {
@@ -267,6 +296,7 @@ def remember(path: Path, key: tuple[str, int, str, float], acc: float, reached: 
         "sparsity": sparsity,
         "acc": acc,
         "reached": reached,
+        "within": within,
     }
     with path.open("a") as handle:
         handle.write(json.dumps(record) + "\n")
@@ -277,6 +307,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cache = {} if args.fresh else load_cache(CACHE)
     rows: dict[tuple[str, str, float], list[float]] = defaultdict(list)
     measured: dict[tuple[str, str, float], list[float]] = defaultdict(list)
+    within: dict[tuple[str, str, float], list[float]] = defaultdict(list)
+    methods = {name: METHODS[name] for name in args.methods}
     dense_acc: dict[str, list[float]] = defaultdict(list)
     for task_name in args.tasks:
         task = TASKS[task_name]
@@ -284,10 +316,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         train, _, test = splits(data)
         for seed in range(args.seeds):
             jobs: list[tuple[str, Method, float]] = [
-                (name, method, s) for s in args.sparsities for name, method in METHODS.items()
+                (name, method, s) for s in args.sparsities for name, method in methods.items()
             ]
-            jobs.append(("tp-channel-50", tp_channel, 0.5))
-            if task_name == "breast_cancer":
+            if full_run(args):
+                jobs.append(("tp-channel-50", tp_channel, 0.5))
+            if task_name == "breast_cancer" and full_run(args):
                 jobs += [(f"adaprune/{c}", adaprune_method(c), 0.95) for c in CRITERIA]
             dense: nn.Module | None = None
             dense_key = (task_name, seed, "dense", 0.0)
@@ -296,7 +329,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ):
                 start = time.perf_counter()
                 dense = dense_model(task, data, train, seed)
-                cache[dense_key] = (accuracy(dense, test), 0.0)
+                cache[dense_key] = (accuracy(dense, test), 0.0, None)
                 remember(CACHE, dense_key, *cache[dense_key])
                 print(
                     f"{task_name} seed {seed}: dense {cache[dense_key][0]:.4f} "
@@ -310,18 +343,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     assert dense is not None
                     start = time.perf_counter()
                     torch.manual_seed(seed)
-                    model, reached = method(copy.deepcopy(dense), data, train, sparsity, seed)
-                    cache[key] = (accuracy(model, test), reached)
+                    pruned = method(copy.deepcopy(dense), data, train, sparsity, seed)
+                    cache[key] = (accuracy(pruned.model, test), pruned.reached, pruned.within)
                     remember(CACHE, key, *cache[key])
                     print(
                         f"  {name:<22} s={sparsity:.2f} acc {cache[key][0]:.4f} sparsity "
-                        f"{reached:.4f} ({time.perf_counter() - start:.1f}s)",
+                        f"{pruned.reached:.4f} ({time.perf_counter() - start:.1f}s)",
                         flush=True,
                     )
-                acc, reached = cache[key]
+                acc, reached, best = cache[key]
                 rows[(task_name, name, sparsity)].append(acc)
                 measured[(task_name, name, sparsity)].append(reached)
-    return {"rows": rows, "measured": measured, "dense": dense_acc}
+                if best is not None:
+                    within[(task_name, name, sparsity)].append(best)
+    return {"rows": rows, "measured": measured, "within": within, "dense": dense_acc}
+
+
+def full_run(args: argparse.Namespace) -> bool:
+    """Every method ran: the main table and its extras can be written."""
+    return set(args.methods) == set(METHODS)
 
 
 def render(results: dict[str, Any], args: argparse.Namespace) -> str:
@@ -437,6 +477,44 @@ def targets(results: dict[str, Any], args: argparse.Namespace) -> list[str]:
     return lines
 
 
+def render_schedules(results: dict[str, Any], args: argparse.Namespace) -> str:
+    """The adaptive controller against the cubic schedule at the same tolerance and epochs."""
+    rows, measured, within = results["rows"], results["measured"], results["within"]
+    lines = [
+        "## Quality: adaptive schedule vs cubic GMP (`bench/quality.py`)",
+        "",
+        f"Magnitude pruning, no distillation, no per-layer floor, the same dense model and "
+        f"{BUDGET} fine-tuning epochs for both; tolerance {100 * TOL:g} points of validation "
+        "accuracy. gmp: cubic schedule 10 x 3 + 20 epochs (Zhu & Gupta 2017). adaptive: the "
+        "adaptive controller (steps of 3 epochs plus the recovery rounds it asks for, 20 final "
+        "epochs, all counted in the same budget). 'within tol.' is the highest sparsity whose "
+        "validation accuracy stayed within the tolerance; accuracy is on the test split, mean "
+        f"over {args.seeds} seed(s). Met: adaptive within tol. >= gmp within tol. - 0.005 and "
+        "adaptive test accuracy >= gmp's - 1 point.",
+        "",
+        "| task | target | gmp within tol. | gmp acc | adaptive sparsity | adaptive within tol. "
+        "| adaptive acc | met |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    verdicts = []
+    for task_name in args.tasks:
+        for sparsity in args.sparsities:
+            key_g, key_a = (task_name, "gmp", sparsity), (task_name, "adaptive", sparsity)
+            if not (within.get(key_g) and within.get(key_a)):
+                continue
+            g_within, a_within = mean_std(within[key_g])[0], mean_std(within[key_a])[0]
+            g_acc, a_acc = mean_std(rows[key_g])[0], mean_std(rows[key_a])[0]
+            met = a_within >= g_within - 0.005 and a_acc >= g_acc - 0.01
+            verdicts.append(met)
+            lines.append(
+                f"| {task_name} | {100 * sparsity:.0f} % | {100 * g_within:.1f} % | "
+                f"{100 * g_acc:.1f} | {100 * mean_std(measured[key_a])[0]:.1f} % | "
+                f"{100 * a_within:.1f} % | {100 * a_acc:.1f} | {'yes' if met else '**no**'} |"
+            )
+    lines += ["", f"Met on {sum(verdicts)} of {len(verdicts)} task/sparsity pairs."]
+    return "\n".join(lines)
+
+
 def plot(results: dict[str, Any], args: argparse.Namespace, path: Path) -> None:
     from matplotlib.figure import Figure
 
@@ -473,13 +551,26 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-write", action="store_true", help="print, do not touch docs/")
     parser.add_argument("--fresh", action="store_true", help=f"ignore results cached in {CACHE}")
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(METHODS),
+        choices=list(METHODS),
+        help="run only these (the main table is written only when all run)",
+    )
     args = parser.parse_args()
     results = run(args)
-    text = render(results, args)
-    print(text)
+    schedules = render_schedules(results, args)
+    print(schedules)
+    if full_run(args):
+        text = render(results, args)
+        print(text)
     if not args.no_write:
-        plot(results, args, ROOT / "docs" / "quality.png")
-        write_section("quality", text + "\n\n![accuracy vs sparsity](quality.png)")
+        if full_run(args):
+            plot(results, args, ROOT / "docs" / "quality.png")
+            write_section("quality", text + "\n\n![accuracy vs sparsity](quality.png)")
+        if {"gmp", "adaptive"} <= set(args.methods):
+            write_section("quality-schedules", schedules)
 
 
 if __name__ == "__main__":

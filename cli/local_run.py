@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from cli.outcome import outcome_line
 from core.contract.errors import AdapruneError
 from core.contract.records import JobResult, Manifest
 from core.contract.specfile import SpecFileInvalid, describe_validation, load_spec_file
@@ -94,6 +95,7 @@ def summary_table(manifest: Manifest) -> Table:
         )
     result = JobResult.model_validate(manifest.result)
     table.caption = (
+        f"{outcome_line(manifest.result, manifest.spec['prune'])}\n"
         f"criterion {result.criterion}, stop: {result.stop_reason}, best sparsity within "
         f"tolerance {_fmt(result.best_sparsity_within_tolerance)}"
     )
@@ -104,7 +106,7 @@ def _run(spec: JobSpec, out: Path, *, device: str, console: Console) -> dict[str
     from core.job import run_job  # torch loads here, after the input has been checked
 
     work = Path(tempfile.mkdtemp(prefix="adaprune-run-"))
-    target = spec.prune.target_sparsity
+    target = spec.prune.target
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -132,6 +134,14 @@ def _run(spec: JobSpec, out: Path, *, device: str, console: Console) -> dict[str
                 device=device,
                 on_step=on_step,
                 on_phase=on_phase,
+            )
+            result = output.outcome.result
+            # a missed target leaves the bar where the sparsity ended, not at 100 %
+            ended = target if result.target_reached else min(result.sparsity, target)
+            progress.update(
+                bar,
+                completed=ended,
+                description="done" if result.target_reached else "target missed",
             )
         return output.manifest
     finally:
@@ -162,5 +172,6 @@ def main(spec_path: str, out: str, *, device: str = "auto") -> int:
         print("adaprune run: interrupted; no artifact written", file=sys.stderr)
         return 130
     Console().print(summary_table(Manifest.model_validate(manifest)))
+    print(outcome_line(manifest["result"], manifest["spec"]["prune"]))
     print(f"artifact written to {out_dir.resolve()}")
     return 0

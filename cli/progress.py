@@ -8,6 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
+from cli.outcome import outcome_line, target_reached
 from service.client import AdapruneClient, PollCallback
 
 
@@ -24,7 +25,8 @@ def wait_with_progress(
 
     The bar's length is the target sparsity; each new step moves it to the step's measured
     sparsity and shows its metric and the controller's decision. `on_poll` sees the job after
-    every poll; what it raises ends the wait.
+    every poll; what it raises ends the wait. A job that succeeded without reaching its target
+    leaves the bar where its sparsity ended and says why.
     """
     console = console or Console(stderr=True)
     target = float(job.get("target_sparsity") or 1.0)
@@ -48,9 +50,16 @@ def wait_with_progress(
         final = client.wait(
             job["id"], on_step=on_step, poll_s=poll_s, timeout_s=timeout_s, on_poll=on_poll
         )
+        result = final.get("result") or {}
         if final["state"] == "succeeded":
-            progress.update(bar, completed=target)
+            if target_reached(result):
+                progress.update(bar, completed=target)
+            else:
+                ended = float(result.get("sparsity") or final.get("sparsity") or 0.0)
+                progress.update(bar, completed=min(target, ended), detail="target missed")
     state = final["state"]
+    if state == "succeeded" and result:
+        print(outcome_line(result, (final.get("spec") or {}).get("prune", {})), file=sys.stderr)
     if state != "succeeded":
         error = final.get("error") or {}
         reason = f": {error.get('code')}: {error.get('message')}" if error else ""

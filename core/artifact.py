@@ -158,7 +158,7 @@ def _build(
         tmp / CURVE,
         result=result,
         name=spec.name,
-        target_sparsity=spec.prune.target_sparsity,
+        target_sparsity=None if spec.prune.search_max else spec.prune.target,
         max_metric_drop=spec.prune.max_metric_drop,
     )
     summary = result.to_dict()

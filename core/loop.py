@@ -26,14 +26,15 @@ import torch
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from core.controller import AdaptiveController
 from core.data import TaskData
 from core.finetune import cosine_lr
 from core.granularity import count_params
+from core.outcome import accepted_curve, missed_reason
 from core.planning import plan_layers
 from core.registries import SCHEDULES
 from core.report import PruneResult, StepCallback
 from core.run import DENSE_WEIGHTS, CheckpointCallback, PhaseCallback, Run
-from core.schedule import AdaptiveController
 from core.spec import JobSpec
 from core.step import prune_step
 
@@ -75,7 +76,9 @@ def baseline(run: Run, *, pretrain: bool) -> None:
     run.optimizer = run.new_optimizer(finetune.lr)
     if SCHEDULES.info(run.spec.prune.schedule.kind)["adaptive"]:
         state.controller = AdaptiveController.initial_state(
-            target=state.target, steps=run.spec.prune.schedule.steps
+            target=state.target,
+            steps=run.spec.prune.schedule.steps,
+            search_max=run.spec.prune.search_max,
         )
         state.next_target = run.controller.first_sparsity(state.controller)
     run.report(
@@ -98,14 +101,21 @@ def final(run: Run) -> None:
     state = run.state
     epochs = min(finetune.final_epochs, run.spec.budget.max_epochs - state.counters.finetune_epochs)
     loss = math.nan
+    metric, val_loss = run.evaluate()
     if epochs > 0 and state.stop_reason != "max_runtime":
+        # the final fine-tuning keeps the weights it started from if it ends worse on
+        # validation: it is there to recover, and must not cost the accepted step's metric
+        start_metric, start_loss, snapshot = metric, val_loss, run.snapshot()
         run.optimizer = run.new_optimizer(finetune.lr)
         before = state.counters.finetune_epochs
         loss = run.train(
             epochs, lr_at=lambda i: cosine_lr(base=finetune.lr, epoch=i, epochs=epochs)
         )
         epochs = state.counters.finetune_epochs - before
-    metric, val_loss = run.evaluate()
+        metric, val_loss = run.evaluate()
+        if run.drop(metric) > run.drop(start_metric):
+            run.load_snapshot(snapshot)
+            metric, val_loss, loss = start_metric, start_loss, math.nan
     state.counters.step += 1
     # the model is at the last accepted step's sparsity; rolled-back targets do not count
     accepted = [r for r in state.reports if r.decision not in ("rollback", "final")]
@@ -129,6 +139,15 @@ def result(run: Run) -> PruneResult:
     last = state.reports[-1]
     _, per_layer = run.granularity.count(run.model, plan=state.plan)
     described = run.granularity.describe(run.model, plan=state.plan)
+    stop_reason = state.stop_reason or "schedule_done"
+    reason = missed_reason(
+        state.reports,
+        spec=run.spec,
+        target=state.target,
+        stop_reason=stop_reason,
+        dense_metric=state.dense_metric,
+        within=run.within(last.metric),
+    )
     return PruneResult(
         criterion=state.criterion,
         dense_metric=state.dense_metric,
@@ -136,13 +155,17 @@ def result(run: Run) -> PruneResult:
         sparsity=last.sparsity,
         best_sparsity_within_tolerance=state.best_within,
         within_tolerance=run.within(last.metric),
-        stop_reason=state.stop_reason or "schedule_done",
+        stop_reason=stop_reason,
         epochs=state.counters.finetune_epochs,
         seconds=run.elapsed(),
         steps=list(state.reports),
         probe=dict(state.probe),
         layer_sparsity=per_layer,
         skipped_layers=described["skipped_layers"],
+        target_sparsity=state.target,
+        target_reached=reason is None,
+        target_missed_reason=reason,
+        curve=accepted_curve(state.reports),
     )
 
 

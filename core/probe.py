@@ -53,7 +53,7 @@ def probe_criteria(
             granularity.sparsify(
                 trial,
                 scores=scores,
-                target=spec.target_sparsity * fraction,
+                target=spec.target * fraction,
                 spec=spec,
                 masks={},
                 plan=trial_plan,

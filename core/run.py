@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from core.checkpoint import load_latest, save_checkpoint
 from core.contract.layout import CHECKPOINT_DENSE
+from core.controller import AdaptiveController, over_tolerance
 from core.data import TaskData
 from core.finetune import (
     Distillation,
@@ -37,7 +38,6 @@ from core.masks import prunable_parameters
 from core.metrics import make_metric, worse_by
 from core.report import Decision, StepCallback, StepReport, StopReason
 from core.run_state import RunState, decode_run_state, encode_run_state
-from core.schedule import AdaptiveController
 from core.spec import JobSpec
 from core.structured import resize_to_shapes, shapes_of
 
@@ -87,10 +87,12 @@ class Run:
         self.example = self.x_train[:1]
         self.masks: dict[str, Tensor] = {}
         self.optimizer: torch.optim.Optimizer | None = None
-        self.state = RunState(criterion=spec.prune.criterion, target=spec.prune.target_sparsity)
+        self.state = RunState(criterion=spec.prune.criterion, target=spec.prune.target)
         self.granularity = make_granularity(spec.prune.granularity)
         self.metric = make_metric(spec.task.metric)
-        self.controller = AdaptiveController(tolerance=spec.prune.max_metric_drop)
+        self.controller = AdaptiveController(
+            tolerance=spec.prune.max_metric_drop, examples=self.counted_examples()
+        )
         self.started = time.perf_counter()
 
     # ----------------------------------------------------------------- helpers
@@ -193,9 +195,19 @@ class Run:
         """How much worse than the dense model `metric` is, in the metric's direction."""
         return worse_by(self.metric, reference=self.state.dense_metric, value=metric)
 
+    def counted_examples(self) -> int:
+        """Validation examples when the metric moves in whole examples (accuracy), else 0.
+
+        Such a metric is compared against the tolerance in whole examples; any other metric
+        with an epsilon (see `core.controller.over_tolerance`).
+        """
+        return len(self.y_val) if getattr(self.metric, "counts_examples", False) else 0
+
     def within(self, metric: float) -> bool:
         """The one test of tolerance, shared by the controller's inputs and the result."""
-        return self.drop(metric) <= self.spec.prune.max_metric_drop
+        return not over_tolerance(
+            self.drop(metric), self.spec.prune.max_metric_drop, self.counted_examples()
+        )
 
     def importance(self) -> Importance:
         return make_importance(self.state.criterion, self.spec.prune)
@@ -210,6 +222,7 @@ class Run:
         seconds: float,
         epochs: int,
         phases: dict[str, float],
+        recovery_epochs: int = 0,
     ) -> None:
         sparsity, _ = self.granularity.count(self.model, plan=self.state.plan)
         report = StepReport(
@@ -222,6 +235,7 @@ class Run:
             seconds=seconds,
             epochs=epochs,
             phase_seconds=phases,
+            recovery_epochs=recovery_epochs,
         )
         self.state.reports.append(report)
         if decision != "rollback" and self.within(metric):

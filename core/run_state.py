@@ -10,10 +10,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from core.contract.version import RUN_STATE_VERSION
+from core.controller import ControllerState
 from core.errors import SpecInvalid
 from core.granularity import SparsityPlan
 from core.report import StepReport, StopReason
-from core.schedule import ControllerState
 
 
 @dataclass
@@ -88,7 +88,7 @@ def decode_run_state(data: dict[str, Any]) -> RunState:
         counters=Counters(**data["counters"]),
         dense_metric=data["dense_metric"],
         probe=dict(data["probe"]),
-        controller=None if controller is None else ControllerState(**controller),
+        controller=None if controller is None else ControllerState.from_dict(controller),
         next_target=data["next_target"],
         best_within=data["best_within"],
         stop_reason=data["stop_reason"],

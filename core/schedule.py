@@ -1,10 +1,8 @@
-"""Sparsity schedules (pure functions of the step) and the adaptive controller."""
+"""Fixed sparsity schedules, pure functions of the step (the adaptive one: core/controller.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
-from typing import Any, Literal
 
 from core.registries import SCHEDULES
 
@@ -51,110 +49,3 @@ def fixed_schedule(kind: str, *, final: float, steps: int) -> ScheduleFn:
     function: Callable[..., float] = SCHEDULES.resolve(kind)
     _check(0, final, steps)
     return lambda step: function(step, final=final, steps=steps)
-
-
-Verdict = Literal["accelerate", "keep", "shrink", "rollback"]
-
-
-@dataclass(frozen=True)
-class ControllerState:
-    """Everything the adaptive controller knows; saved in every checkpoint."""
-
-    target: float
-    increment: float
-    min_increment: float
-    last_good_sparsity: float = 0.0
-    best_sparsity: float = 0.0
-    rollbacks: int = 0
-    ceiling: float = 1.0  # the lowest sparsity that was rolled back: never proposed again
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class ControllerDecision:
-    verdict: Verdict
-    next_sparsity: float
-    state: ControllerState
-    done: bool
-
-
-class AdaptiveController:
-    """Chooses the next sparsity from the validation drop of the step just taken.
-
-    With tolerance `tol`, drop `d` and headroom h = (tol - d) / tol:
-    - d > tol: roll back to the last good sparsity and halve the increment;
-    - h >= accelerate_above: increment *= grow (capped at what is left to the target);
-    - h <  shrink_below: increment *= shrink;
-    - otherwise keep the increment.
-    A proposal at or past the lowest rolled-back sparsity (the ceiling) is replaced by the
-    midpoint between the current sparsity and the ceiling, so the search narrows instead of
-    repeating a step that already failed. The run is done when the target is accepted, or when
-    the increment or the gap to the ceiling falls below `min_increment` (no headroom left: the
-    last good sparsity is the answer).
-    """
-
-    def __init__(
-        self,
-        *,
-        tolerance: float,
-        grow: float = 1.5,
-        shrink: float = 0.6,
-        accelerate_above: float = 0.5,
-        shrink_below: float = 0.2,
-    ) -> None:
-        if tolerance < 0:
-            raise ValueError(f"tolerance must be >= 0, got {tolerance}")
-        if grow < 1.0 or not 0.0 < shrink < 1.0:
-            raise ValueError(f"need grow >= 1 and 0 < shrink < 1, got {grow}, {shrink}")
-        self.tolerance = tolerance
-        self.grow = grow
-        self.shrink = shrink
-        self.accelerate_above = accelerate_above
-        self.shrink_below = shrink_below
-
-    @staticmethod
-    def initial_state(*, target: float, steps: int) -> ControllerState:
-        """Start with `steps` equal increments; give up on increments 1/64 of that size."""
-        if not 0.0 < target < 1.0 or steps < 1:
-            raise ValueError(f"need 0 < target < 1 and steps >= 1, got {target}, {steps}")
-        increment = target / steps
-        return ControllerState(target=target, increment=increment, min_increment=increment / 64)
-
-    def first_sparsity(self, state: ControllerState) -> float:
-        return min(state.target, state.increment)
-
-    def decide(self, state: ControllerState, *, sparsity: float, drop: float) -> ControllerDecision:
-        """Judge the step that reached `sparsity` with metric drop `drop` (dense - pruned)."""
-        if drop > self.tolerance:
-            increment = state.increment / 2
-            ceiling = min(state.ceiling, sparsity)
-            new = replace(
-                state, increment=increment, rollbacks=state.rollbacks + 1, ceiling=ceiling
-            )
-            good = state.last_good_sparsity
-            done = increment < state.min_increment or ceiling - good < state.min_increment
-            next_sparsity = min(state.target, good + increment, (good + ceiling) / 2)
-            return ControllerDecision("rollback", next_sparsity, new, done)
-        headroom = 1.0 if self.tolerance == 0 else (self.tolerance - drop) / self.tolerance
-        verdict: Verdict
-        if headroom >= self.accelerate_above:
-            verdict, increment = "accelerate", state.increment * self.grow
-        elif headroom < self.shrink_below:
-            verdict, increment = "shrink", state.increment * self.shrink
-        else:
-            verdict, increment = "keep", state.increment
-        remaining = state.target - sparsity
-        increment = max(min(increment, remaining), 0.0)
-        new = replace(
-            state,
-            increment=max(increment, state.min_increment),
-            last_good_sparsity=sparsity,
-            best_sparsity=max(state.best_sparsity, sparsity),
-        )
-        proposal = min(state.target, sparsity + increment)
-        if proposal >= state.ceiling:
-            proposal = (sparsity + state.ceiling) / 2
-        done = remaining <= 1e-9 or state.ceiling - sparsity < state.min_increment
-        return ControllerDecision(verdict, proposal, new, done)

@@ -207,7 +207,13 @@ class PruneSpec(BaseModel):
 
     model_config = _strict()
 
-    target_sparsity: float = Field(gt=0.0, lt=1.0)
+    target_sparsity: float | Literal["max"] = Field(
+        description='fraction of prunable weights zero at the end, or "max": as sparse as '
+        "max_metric_drop and the budget allow, up to max_sparsity"
+    )
+    max_sparsity: float = Field(
+        default=0.99, gt=0.0, lt=1.0, description='upper bound of target_sparsity: "max"'
+    )
     granularity: Granularity = "unstructured"
     scope: Literal["global", "layer", "sensitivity"] = "global"
     criterion: CriterionName = "adaptive"
@@ -229,10 +235,50 @@ class PruneSpec(BaseModel):
     seed_alpha: float = Field(default=1.0, gt=0.0, le=1e6, description="seed_ratio alpha")
     seed_gamma: float = Field(default=0.5, gt=0.0, lt=1.0, description="seed_ratio gamma")
 
+    @field_validator("target_sparsity", mode="before")
+    @classmethod
+    def _target(cls, value: Any) -> Any:
+        # one clear message instead of one per member of the union
+        if value == "max" and isinstance(value, str):
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ValueError('must be a number in (0, 1) or "max"')
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError(f'must be a number in (0, 1) or "max", got {value!r}') from None
+        if not 0.0 < number < 1.0:
+            raise ValueError(f'must be a number in (0, 1) or "max", got {value!r}')
+        return number
+
+    @property
+    def search_max(self) -> bool:
+        """Whether the job asks for the highest sparsity within tolerance (`max`)."""
+        return self.target_sparsity == "max"
+
+    @property
+    def target(self) -> float:
+        """The sparsity the run aims at: `target_sparsity`, or `max_sparsity` for `max`."""
+        return self.max_sparsity if self.target_sparsity == "max" else self.target_sparsity
+
+    @model_validator(mode="after")
+    def _max_needs_adaptive(self) -> PruneSpec:
+        if self.target_sparsity == "max" and self.schedule.kind != "adaptive":
+            raise ValueError(
+                'target_sparsity "max" needs schedule.kind "adaptive" (a fixed schedule '
+                "cannot search; give a number instead)"
+            )
+        return self
+
     @model_validator(mode="after")
     def _nm_target(self) -> PruneSpec:
         nm = parse_nm(self.granularity)
         if nm is not None:
+            if self.target_sparsity == "max":
+                raise ValueError(
+                    f"target_sparsity must be a number for granularity {self.granularity!r} "
+                    "(N:M fixes the sparsity)"
+                )
             pattern_sparsity = 1.0 - nm[0] / nm[1]
             if abs(self.target_sparsity - pattern_sparsity) > 1e-6:
                 raise ValueError(

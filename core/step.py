@@ -7,6 +7,7 @@ import time
 
 from core.errors import TrainingDiverged
 from core.pretrained import reestimate_batchnorm, warmup_lr
+from core.recovery import judge, step_budget_spent
 from core.registries import SCHEDULES
 from core.report import Decision
 from core.run import Run
@@ -37,7 +38,7 @@ def prune_step(run: Run) -> bool:
     if state.counters.step >= limit:
         state.stop_reason = "step_limit" if adaptive else "schedule_done"
         return False
-    reason = run.budget_left()
+    reason = run.budget_left() or (step_budget_spent(run) if adaptive else None)
     if reason is not None:
         state.stop_reason = reason
         return False
@@ -78,15 +79,22 @@ def prune_step(run: Run) -> bool:
     if not math.isfinite(val_loss):
         raise TrainingDiverged(f"validation loss became {val_loss} at step {state.counters.step}")
     phases["evaluation"] = time.perf_counter() - mark
-    drop = run.drop(metric)
 
     decision: Decision = "scheduled"
     done = state.counters.step >= limit
+    recovered = 0
     if adaptive:
-        assert state.controller is not None
-        # The controller plans in requested sparsities: the measured one differs by count
-        # rounding, floors or channel widths, and chasing that gap would repeat the step.
-        verdict = run.controller.decide(state.controller, sparsity=target, drop=drop)
+        mark = time.perf_counter()
+        judged = judge(run, target=target, metric=metric, loss=val_loss, limit=limit)
+        verdict, metric, val_loss, recovered = (
+            judged.verdict,
+            judged.metric,
+            judged.loss,
+            judged.recovery_epochs,
+        )
+        if recovered:
+            phases["recovery"] = time.perf_counter() - mark
+        assert verdict.verdict != "recover"  # judge() spends every recovery round it is given
         decision = verdict.verdict
         state.controller = verdict.state
         state.next_target = verdict.next_sparsity
@@ -100,6 +108,7 @@ def prune_step(run: Run) -> bool:
                 seconds=time.perf_counter() - start,
                 epochs=state.counters.finetune_epochs - epochs_before,
                 phases=phases,
+                recovery_epochs=recovered,
             )
             assert snapshot is not None
             run.load_snapshot(snapshot)
@@ -120,6 +129,7 @@ def prune_step(run: Run) -> bool:
         seconds=time.perf_counter() - start,
         epochs=state.counters.finetune_epochs - epochs_before,
         phases=phases,
+        recovery_epochs=recovered,
     )
     run.checkpoint()
     return not done

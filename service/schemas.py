@@ -58,16 +58,27 @@ class JobPublic(BaseModel):
     dense_metric: float | None
     metric: float | None
     progress: float
+    target_reached: bool | None = None
+    target_missed_reason: str | None = None
     error: JobError | None
     result: dict[str, Any] | None
     spec: dict[str, Any]
 
     @classmethod
     def of(cls, job: Job) -> JobPublic:
-        """Build from a job row."""
+        """Build from a job row; `target_reached` and its reason come from the stored result."""
         error = JobError(code=job.error_code, message=job.error_message) if job.error_code else None
-        data = {name: getattr(job, name) for name in cls.model_fields if name != "error"}
-        return cls.model_validate({**data, "error": error})
+        outcome = ("target_reached", "target_missed_reason", "error")
+        data = {name: getattr(job, name) for name in cls.model_fields if name not in outcome}
+        result = job.result or {}
+        return cls.model_validate(
+            {
+                **data,
+                "error": error,
+                "target_reached": result.get("target_reached"),
+                "target_missed_reason": result.get("target_missed_reason"),
+            }
+        )
 
 
 class JobList(BaseModel):

@@ -72,6 +72,12 @@ class JobResult(BaseModel):
     seconds: float | None
     probe: dict[str, float | None] = Field(default_factory=dict)
     layer_sparsity: dict[str, float | None] = Field(default_factory=dict)
+    skipped_layers: list[dict[str, str]] = Field(default_factory=list)
+    # results stored before these fields existed read as reached (they had no such check)
+    target_sparsity: float | None = None
+    target_reached: bool = True
+    target_missed_reason: str | None = None
+    curve: list[dict[str, float | None]] = Field(default_factory=list)
     metrics: dict[str, Any] | None = None
     complexity: dict[str, Any] | None = None
     latency: dict[str, Any] | None = None

@@ -90,7 +90,7 @@ class Granularity:
         at the target sparsity by the layer's own scores)."""
         return unstructured_masks(
             {name: score},
-            sparsity=spec.target_sparsity,
+            sparsity=spec.target,
             scope="layer",
             min_density=spec.min_layer_density,
         )[name]

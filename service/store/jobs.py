@@ -45,6 +45,12 @@ def check_job_id(job_id: str) -> str:
     return job_id
 
 
+def _target_of(prune: Mapping[str, Any]) -> float:
+    """The job's target sparsity column: the number asked, or `max_sparsity` for "max"."""
+    target = prune["target_sparsity"]
+    return float(prune.get("max_sparsity", 0.99)) if target == "max" else float(target)
+
+
 def request_hash(spec: Mapping[str, Any], *, queue: str) -> str:
     """sha256 of the canonical JSON of a defaults-filled spec and its resolved queue.
 
@@ -144,7 +150,7 @@ class JobQueries(StoreBase):
             request_hash=digests[0],
             cancel_requested=False,
             created_at=utcnow(),
-            target_sparsity=float(spec["prune"]["target_sparsity"]),
+            target_sparsity=_target_of(spec["prune"]),
             progress=0.0,
         )
         try:

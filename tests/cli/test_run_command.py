@@ -56,6 +56,9 @@ def test_run_writes_a_verified_artifact_that_reloads_with_its_metric(tmp_path):
     # unstructured masks: the ratio is shown with the verdict that claims no speedup
     assert "not_expected" in done.stdout
     assert "sparsity, all weights" in done.stdout
+    result = json.loads((tmp_path / "art" / "manifest.json").read_text())["result"]
+    verdict = "reached" if result["target_reached"] else "missed"
+    assert f"target 0.70 {verdict}: sparsity" in done.stdout
     manifest = json.loads((tmp_path / "art" / "manifest.json").read_text())
     assert {"weights.safetensors", "steps.csv", "curve.png"} <= set(manifest["files"])
     assert manifest["sparsity"]["overall"] > 0.3

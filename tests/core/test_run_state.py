@@ -3,11 +3,11 @@ import json
 import pytest
 
 from core.contract.version import RUN_STATE_VERSION
+from core.controller import AdaptiveController
 from core.errors import SpecInvalid
 from core.granularity import SparsityPlan
 from core.report import StepReport
 from core.run_state import Counters, RunState, decode_run_state, encode_run_state
-from core.schedule import AdaptiveController
 
 
 def _state() -> RunState:
