@@ -108,6 +108,7 @@ class Manifest(BaseModel):
     sparsity: dict[str, Any] = Field(default_factory=dict)
     complexity: dict[str, dict[str, Any]] = Field(default_factory=dict)
     latency: dict[str, Any] | None = None
+    skipped_layers: list[dict[str, str]] = Field(default_factory=list)
     nm_kernels: dict[str, Any] | None = None
     result: dict[str, Any] = Field(default_factory=dict)
     versions: dict[str, str | None] = Field(default_factory=dict)

@@ -28,7 +28,7 @@ def test_every_step_field_list_is_the_step_records() -> None:
         "epochs",
     )
     assert CSV_COLUMNS is STEP_COLUMNS and STORED_FIELDS == STEP_FIELDS == STEP_COLUMNS[1:]
-    assert tuple(StepReport.model_fields) == (*STEP_COLUMNS, "phase_seconds")
+    assert tuple(StepReport.model_fields) == (*STEP_COLUMNS, "phase_seconds", "recovery_epochs")
     assert issubclass(StepReport, StepRecord) and issubclass(StepPublic, StepRecord)
     assert tuple(StepPublic.model_fields) == (*STEP_COLUMNS, "attempt", "created_at")
 

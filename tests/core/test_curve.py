@@ -18,10 +18,46 @@ DENSE, DROP, TARGET = 0.9, 0.02, 0.7
 
 def _result() -> PruneResult:
     steps = [
-        StepReport(0, 0.0, 0.0, DENSE, 0.7, "baseline", 0.01, 0),
-        StepReport(1, 0.4, 0.4, 0.895, 0.6, "accelerate", 0.02, 1),
-        StepReport(2, 0.7, 0.7, 0.80, 0.9, "rollback", 0.03, 1),
-        StepReport(3, 0.55, 0.55, 0.89, 0.65, "keep", 0.03, 1),
+        StepReport(
+            step=0,
+            target_sparsity=0.0,
+            sparsity=0.0,
+            metric=DENSE,
+            loss=0.7,
+            decision="baseline",
+            seconds=0.01,
+            epochs=0,
+        ),
+        StepReport(
+            step=1,
+            target_sparsity=0.4,
+            sparsity=0.4,
+            metric=0.895,
+            loss=0.6,
+            decision="accelerate",
+            seconds=0.02,
+            epochs=1,
+        ),
+        StepReport(
+            step=2,
+            target_sparsity=0.7,
+            sparsity=0.7,
+            metric=0.80,
+            loss=0.9,
+            decision="rollback",
+            seconds=0.03,
+            epochs=1,
+        ),
+        StepReport(
+            step=3,
+            target_sparsity=0.55,
+            sparsity=0.55,
+            metric=0.89,
+            loss=0.65,
+            decision="keep",
+            seconds=0.03,
+            epochs=1,
+        ),
     ]
     return PruneResult(
         criterion="magnitude",

@@ -11,7 +11,16 @@ from tests.core.test_loop import _model, _spec, _task
 
 
 def _report(step, target, sparsity, metric, decision):
-    return StepReport(step, target, sparsity, metric, 0.1, decision, 0.1, 1)
+    return StepReport(
+        step=step,
+        target_sparsity=target,
+        sparsity=sparsity,
+        metric=metric,
+        loss=0.1,
+        decision=decision,
+        seconds=0.1,
+        epochs=1,
+    )
 
 
 def test_no_headroom_names_the_step_that_cost_too_much():
