@@ -34,7 +34,15 @@ from core.models import build_from_architecture
 from core.report import PruneResult
 from core.semistructured import measure_two_four
 from core.spec import JobSpec, parse_nm
-from core.structured import count_macs_params, nonzero_params, resize_to_shapes, shapes_of
+from core.structured import (
+    count_macs_params,
+    count_params,
+    nonzero_params,
+    removed_by_layer,
+    removed_fraction,
+    resize_to_shapes,
+    shapes_of,
+)
 
 __all__ = [
     "FORMAT",
@@ -198,16 +206,28 @@ def _finite(value: Any) -> Any:
 
 
 def _sparsity(
-    *, saved: Mapping[str, Tensor], pruned: nn.Module, spec: JobSpec, sizes: Mapping[str, Any]
+    *,
+    saved: Mapping[str, Tensor],
+    pruned: nn.Module,
+    dense: nn.Module,
+    spec: JobSpec,
+    sizes: Mapping[str, Any],
 ) -> dict[str, Any]:
+    """Zeros among the prunable weights; for channel jobs, the parameters gone from the file."""
     names = list(prunable_parameters(pruned))
     overall, per_layer = measured_sparsity({name: saved[name] for name in names})
     found: dict[str, Any] = {"overall": overall, "per_layer": per_layer}
-    dense_params, pruned_params = sizes["dense"]["params"], sizes["pruned"]["params"]
+    dense_params = count_params(dense)
+    pruned_params = sum(saved[name].numel() for name, _ in pruned.named_parameters())
     if spec.prune.granularity == "channel" or dense_params != pruned_params:
         found["params_dense"] = dense_params
         found["params_pruned"] = pruned_params
-        found["removed_fraction"] = 1.0 - pruned_params / dense_params if dense_params else 0.0
+        found["removed_fraction"] = removed_fraction(
+            params_dense=dense_params, params_pruned=pruned_params
+        )
+    if spec.prune.granularity == "channel":
+        found["overall"] = found["removed_fraction"]
+        found["per_layer"] = removed_by_layer(dict(dense.named_parameters()), saved, names=names)
     return found
 
 
@@ -264,7 +284,7 @@ def _build(
         "architecture": dict(architecture),
         "shapes": shapes_of(pruned),
         "metrics": metrics,
-        "sparsity": _sparsity(saved=saved, pruned=pruned, spec=spec, sizes=sizes),
+        "sparsity": _sparsity(saved=saved, pruned=pruned, dense=dense, spec=spec, sizes=sizes),
         "complexity": sizes,
         "latency": latency,
         "nm_kernels": (

@@ -45,7 +45,6 @@ from core.report import Decision, PruneResult, StepCallback, StepReport, StopRea
 from core.schedule import AdaptiveController, ControllerState, fixed_schedule
 from core.sparsify import (
     SparsityPlan,
-    channel_fraction_removed,
     count_params,
     model_sparsity,
     nm_reachable,
@@ -53,6 +52,7 @@ from core.sparsify import (
 )
 from core.spec import JobSpec, parse_nm
 from core.structured import resize_to_shapes, shapes_of
+from core.structured.target import channel_reach
 
 PhaseCallback = Callable[[str], None]
 CheckpointCallback = Callable[[Path], None]
@@ -408,24 +408,16 @@ class _Run:
             }
 
     def _check_channels_removable(self) -> None:
-        """Refuse a channel job that cannot remove a single channel at its target."""
-        trial, plan = copy.deepcopy(self.model), copy.deepcopy(self.plan)
-        scores = {k: v.detach().abs() for k, v in prunable_parameters(trial).items()}
-        sparsify(
-            trial,
-            scores=scores,
-            target=self.target,
-            spec=self.spec.prune,
-            masks={},
-            plan=plan,
+        """Refuse a channel job whose parameter target is out of reach, naming what blocks it."""
+        reach = channel_reach(
+            self.model,
             example_inputs=self.example,
+            round_to=self.spec.prune.round_to,
+            dense_params=self.plan.dense_params or count_params(self.model),
         )
-        if channel_fraction_removed(trial, plan) <= 0.0:
-            raise SpecInvalid(
-                f"granularity 'channel': no channel of this model can be removed at target "
-                f"{self.target} with round_to {self.spec.prune.round_to} "
-                f"(kept whole: {', '.join(plan.channel_fixed) or 'none'})"
-            )
+        problem = reach.refusal(self.target, round_to=self.spec.prune.round_to)
+        if problem is not None:
+            raise SpecInvalid(problem)
 
     def _target_for(self, step: int) -> float:
         schedule = self.spec.prune.schedule

@@ -21,7 +21,8 @@ from core.masks import (
     unstructured_masks,
 )
 from core.spec import PruneSpec, parse_nm
-from core.structured import out_width, prune_channels
+from core.structured import count_params as count_params
+from core.structured.target import prune_channels_to_fraction
 
 
 @dataclass
@@ -39,10 +40,6 @@ class SparsityPlan:
     dense_widths: dict[str, int] | None = None
     channel_fixed: list[str] = field(default_factory=list)
     dense_params: int = 0
-
-
-def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def nm_layers_for(
@@ -88,15 +85,17 @@ def sparsify(
 ) -> dict[str, Tensor]:
     """Bring `model` to `target` sparsity in place; return the masks now in force.
 
-    For channel granularity `target` is the fraction of dense output channels to remove from each
-    layer that may lose channels (the classifier, LSTMs and attention widths keep theirs).
+    For channel granularity `target` is the fraction of the dense model's parameters to have
+    removed; the channel ratio that achieves it is searched (the classifier, LSTMs and attention
+    widths keep their output channels).
     """
     if spec.granularity == "channel":
-        report = prune_channels(
+        report, _ = prune_channels_to_fraction(
             model,
             example_inputs=example_inputs,
             scores=scores,
-            ratio=target,
+            fraction=target,
+            dense_params=plan.dense_params or count_params(model),
             dense_widths=plan.dense_widths,
             round_to=spec.round_to,
         )
@@ -137,16 +136,6 @@ def sparsify(
         )
     apply_masks(params, new)
     return new
-
-
-def channel_fraction_removed(model: nn.Module, plan: SparsityPlan) -> float:
-    """Fraction of the prunable layers' dense output channels that are gone, counted now."""
-    widths = {k: v for k, v in (plan.dense_widths or {}).items() if k not in plan.channel_fixed}
-    if not widths:
-        return 0.0
-    modules = dict(model.named_modules())
-    now = sum(out_width(modules[name]) for name in widths)
-    return 1.0 - now / sum(widths.values())
 
 
 def model_sparsity(
