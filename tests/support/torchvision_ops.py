@@ -51,6 +51,3 @@ def prepare_torchvision() -> None:
         namespace, _, op = name.partition("::")
         if not hasattr(getattr(torch.ops, namespace), op):
             torch.library.define(name, schema)
-
-
-prepare_torchvision()
