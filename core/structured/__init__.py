@@ -12,7 +12,8 @@ from core.structured.counting import (
     removed_by_layer,
     removed_fraction,
 )
-from core.structured.removal import ChannelPruneReport, out_width, prune_channels, round_width
+from core.structured.layers import out_width, round_width
+from core.structured.removal import ChannelPruneReport, prune_channels
 from core.structured.restore import resize_to_shapes, shapes_of
 
 __all__ = [

@@ -19,10 +19,8 @@ them (an LSTM's inputs shrink with the layer feeding it).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import cast
 
 import torch
 import torch_pruning as tp
@@ -38,8 +36,16 @@ from core.structured.heads import (
     heads_to_keep,
     set_head_count,
 )
+from core.structured.layers import (
+    PRUNABLE,
+    check_scores,
+    dense_widths_of,
+    fixed_layers,
+    out_width,
+    round_width,
+    trace_output,
+)
 
-_PRUNABLE = (nn.modules.conv._ConvNd, nn.Linear, nn.LSTM)
 # autograd nodes that mix channels across a batched matrix product (attention scores, attn @ v)
 _ATTENTION_OPS = ("Bmm", "Baddbmm", "ScaledDotProduct")
 
@@ -58,33 +64,6 @@ class ChannelPruneReport:
     params_before: int
     params_after: int
     skipped: list[str] = field(default_factory=list)
-
-
-def round_width(width: float, *, multiple: int, maximum: int) -> int:
-    """Round a channel width up to a hardware-friendly multiple.
-
-    Formula: ``min(maximum, max(multiple, ceil(width / multiple) * multiple))``.
-
-    Args:
-        width: the unrounded width, e.g. ``dense * (1 - ratio)``.
-        multiple: widths become multiples of this (8 suits tensor cores and SIMD lanes).
-        maximum: the current width; the result never exceeds it.
-
-    Returns:
-        The width to keep.
-
-    Raises:
-        ValueError: for a negative width, a multiple below 1 or a maximum below 1.
-    """
-    if not math.isfinite(width) or width < 0:
-        raise ValueError(f"width must be a finite number >= 0, got {width!r}")
-    if multiple < 1:
-        raise ValueError(f"multiple must be >= 1, got {multiple!r}")
-    if maximum < 1:
-        raise ValueError(f"maximum must be >= 1, got {maximum!r}")
-    # the small tolerance keeps 48.000000001 (float noise from dense * (1 - ratio)) at 48
-    rounded = math.ceil(width / multiple - 1e-9) * multiple
-    return min(maximum, max(multiple, rounded))
 
 
 def prune_channels(
@@ -127,24 +106,24 @@ def prune_channels(
     if round_to < 1:
         raise ValueError(f"round_to must be >= 1, got {round_to!r}")
     modules = dict(model.named_modules())
-    _check_scores(model, scores)
+    check_scores(model, scores)
     for name in ignored:
         if name not in modules:
             raise ValueError(f"ignored module {name!r} is not in the model")
-    prunable = {name: m for name, m in modules.items() if isinstance(m, _PRUNABLE)}
-    dense = _dense_widths(prunable, dense_widths)
+    prunable = {name: m for name, m in modules.items() if isinstance(m, PRUNABLE)}
+    dense = dense_widths_of(prunable, dense_widths)
     params_before = sum(p.numel() for p in model.parameters())
 
     modes = {m: m.training for m in model.modules()}
     model.eval()  # tracing must not move BatchNorm running statistics
     try:
-        out_before, classifier = _trace_output(model, example_inputs, prunable)
-        skips = _fixed_layers(prunable, modules, classifier=classifier, ignored=ignored)
+        out_before, classifier = trace_output(model, example_inputs, prunable)
+        skips = fixed_layers(prunable, modules, classifier=classifier, ignored=ignored)
         graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs)
         names = {module: name for name, module in modules.items()}
         importance = ScoreImportance(graph=graph, names=names, scores=scores)
         fixed = [modules[name] for name in skips]
-        groups = list(graph.get_all_groups(ignored_layers=fixed, root_module_types=_PRUNABLE))
+        groups = list(graph.get_all_groups(ignored_layers=fixed, root_module_types=PRUNABLE))
         plans = _plan(graph, groups, names=names, projections=head_projections(model), skips=skips)
         for plan in plans:
             _cut(graph, plan, importance=importance, dense=dense, ratio=ratio, round_to=round_to)
@@ -254,100 +233,9 @@ def _cut(
         set_head_count(layout, keep)
 
 
-def _check_scores(model: nn.Module, scores: Mapping[str, Tensor]) -> None:
-    state = model.state_dict()
-    for key, score in scores.items():
-        if key not in state:
-            raise ValueError(f"scores[{key!r}] names no tensor of the model")
-        if tuple(score.shape) != tuple(state[key].shape):
-            raise ValueError(
-                f"scores[{key!r}] has shape {tuple(score.shape)}, the weight has "
-                f"{tuple(state[key].shape)}"
-            )
-
-
-def out_width(module: nn.Module) -> int:
-    """Output channels of a Linear, LSTM (hidden size) or convolution."""
-    if isinstance(module, nn.Linear):
-        return int(module.out_features)
-    if isinstance(module, nn.LSTM):
-        return int(module.hidden_size)
-    return int(cast(nn.modules.conv._ConvNd, module).out_channels)
-
-
-def _dense_widths(
-    prunable: Mapping[str, nn.Module], dense_widths: Mapping[str, int] | None
-) -> dict[str, int]:
-    if dense_widths is None:
-        return {name: out_width(m) for name, m in prunable.items()}
-    dense = dict(dense_widths)
-    for name, module in prunable.items():
-        if name not in dense:
-            raise ValueError(f"dense_widths has no entry for layer {name!r}")
-        if dense[name] < out_width(module):
-            raise ValueError(
-                f"dense_widths[{name!r}] = {dense[name]} is below the current width "
-                f"{out_width(module)}"
-            )
-    return dense
-
-
-def _trace_output(
-    model: nn.Module, example_inputs: Tensor, prunable: Mapping[str, nn.Module]
-) -> tuple[object, str | None]:
-    """Run one forward pass; return the output and the name of the layer that makes the logits.
-
-    That layer is the prunable layer whose output tensor is the model's output, else the last
-    Linear that ran.
-    """
-    outputs: list[tuple[str, object]] = []
-
-    def recorder(name: str) -> object:
-        def hook(_module: nn.Module, _inputs: object, output: object) -> None:
-            outputs.append((name, output))
-
-        return hook
-
-    handles = [m.register_forward_hook(recorder(n)) for n, m in prunable.items()]  # type: ignore[arg-type]
-    try:
-        with torch.no_grad():
-            out = model(example_inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
-    for name, output in reversed(outputs):
-        if output is out:
-            return out, name
-    linears = [name for name, _ in outputs if isinstance(prunable[name], nn.Linear)]
-    return out, (linears[-1] if linears else None)
-
-
-def _fixed_layers(
-    prunable: Mapping[str, nn.Module],
-    modules: Mapping[str, nn.Module],
-    *,
-    classifier: str | None,
-    ignored: Collection[str],
-) -> dict[str, str]:
-    """Layers whose output channels stay, with the reason."""
-    skips: dict[str, str] = {}
-    if classifier is not None:
-        skips[classifier] = "final classifier (its outputs are the logits)"
-    for name in ignored:
-        for sub, _ in modules[name].named_modules(prefix=name):
-            if sub in prunable:
-                skips.setdefault(sub, "ignored by the caller")
-    for name, module in modules.items():
-        if isinstance(module, nn.LSTM):
-            skips.setdefault(name, "LSTM hidden units (torch-pruning cannot prune them)")
-        elif isinstance(module, nn.MultiheadAttention):
-            skips.setdefault(name, "multi-head attention (head structure)")
-    return skips
-
-
 def _is_out(graph: tp.DependencyGraph, dep: tp.Dependency) -> bool:
     """Whether `dep` removes output channels of a Conv, Linear or LSTM."""
-    return isinstance(dep.target.module, _PRUNABLE) and bool(
+    return isinstance(dep.target.module, PRUNABLE) and bool(
         graph.is_out_channel_pruning_fn(dep.handler)
     )
 
