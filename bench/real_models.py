@@ -37,11 +37,12 @@ from tests.core import real_models
 # fine-tuning settings given explicitly: a trained network needs a lower lr than dense training
 FINETUNE = {"lr": 3e-4, "batch_size": 64, "epochs_per_step": 1, "pretrain_epochs": 0}
 JOBS: list[dict[str, Any]] = [
-    {"arch": "resnet18", "granularity": "channel", "target": 0.5, "final_epochs": 3},
-    {"arch": "resnet18", "granularity": "unstructured", "target": 0.9, "final_epochs": 3},
-    {"arch": "mobilenet_v3_small", "granularity": "channel", "target": 0.4, "final_epochs": 4},
+    {"arch": "resnet18", "granularity": "channel", "target": 0.5, "final_epochs": 2},
+    {"arch": "resnet18", "granularity": "unstructured", "target": 0.9, "final_epochs": 2},
+    {"arch": "mobilenet_v3_small", "granularity": "channel", "target": 0.4, "final_epochs": 3},
 ]
-DENSE_EPOCHS = {"resnet18": 6, "mobilenet_v3_small": 25}
+DENSE_EPOCHS = {"resnet18": 4, "mobilenet_v3_small": 15}
+STEPS = 2
 
 
 def image_task(directory: Path) -> Path:
@@ -93,7 +94,7 @@ def job_spec(job: dict[str, Any], *, task: Path, weights: Path) -> JobSpec:
                 "target_sparsity": job["target"],
                 "granularity": job["granularity"],
                 "criterion": "magnitude",
-                "schedule": {"kind": "cubic", "steps": 4},
+                "schedule": {"kind": "cubic", "steps": STEPS},
                 "max_metric_drop": 0.02,
             },
             "finetune": {**FINETUNE, "final_epochs": job["final_epochs"]},
@@ -157,7 +158,7 @@ def main() -> None:
         "built from code (no downloaded weights), trained dense by the script (Adam 2e-3, cosine,",
         f"{DENSE_EPOCHS['resnet18']} epochs for resnet18, {DENSE_EPOCHS['mobilenet_v3_small']} for",
         "mobilenet_v3_small), then given to the job through `model.weights`. Jobs: magnitude",
-        "criterion, cubic schedule in 4 steps, tolerance 2 points, and explicit fine-tuning",
+        f"criterion, cubic schedule in {STEPS} steps, tolerance 2 points, and explicit fine-tuning",
         f"settings (lr {FINETUNE['lr']}, batch {FINETUNE['batch_size']}, 1 epoch per step, final",
         "epochs as listed) rather than the defaults. 'removed' is the fraction of parameters gone",
         "(channel) or zero (unstructured), counted from the saved weights file. Latency: the",
