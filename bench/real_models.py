@@ -117,7 +117,7 @@ def run(job: dict[str, Any], *, task: Path, weights: Path, work: Path) -> dict[s
     return {
         **job,
         "seconds": seconds,
-        "params": f"{sparsity.get('params_pruned', sparsity.get('params_dense', 0)):,}",
+        "params": f"{manifest['complexity']['pruned']['params']:,}",
         "dense_params": sparsity.get("params_dense"),
         "from_file": sparsity["overall"],
         "dense_test": manifest["metrics"]["dense"]["test"],
@@ -156,16 +156,15 @@ def main() -> None:
         "",
         "scikit-learn digits upsampled to 3x32x32 (nearest), split 60/20/20; torchvision models",
         "built from code (no downloaded weights), trained dense by the script (Adam 2e-3, cosine,",
-        f"{DENSE_EPOCHS['resnet18']} epochs for resnet18, {DENSE_EPOCHS['mobilenet_v3_small']} for",
-        "mobilenet_v3_small), then given to the job through `model.weights`. Jobs: magnitude",
+        f"{DENSE_EPOCHS['resnet18']} epochs for resnet18, {DENSE_EPOCHS['mobilenet_v3_small']} for"
+        " mobilenet_v3_small), then given to the job through `model.weights`. Jobs: magnitude",
         f"criterion, cubic schedule in {STEPS} steps, tolerance 2 points, and explicit fine-tuning",
-        f"settings (lr {FINETUNE['lr']}, batch {FINETUNE['batch_size']}, 1 epoch per step, final",
-        "epochs as listed) rather than the defaults. 'removed' is the fraction of parameters gone",
+        f"settings (lr {FINETUNE['lr']}, batch {FINETUNE['batch_size']}, 1 epoch per step, final"
+        " epochs as listed) rather than the defaults. 'removed' is the fraction of parameters gone",
         "(channel) or zero (unstructured), counted from the saved weights file. Latency: the",
-        "artifact's own",
-        "measurement at batch 32 (CPU, 3 interleaved rounds, median); masks on dense kernels",
-        "cannot be faster. 'reloads' means the artifact, loaded back, gives the manifest's test",
-        "accuracy exactly.",
+        "artifact's own measurement at batch 32 (CPU, 3 interleaved rounds, median); masks on",
+        "dense kernels cannot be faster. 'reloads' means the artifact, loaded back, gives the",
+        "manifest's test accuracy exactly.",
         "",
         "| model | granularity | target | final epochs | removed (file) | params | dense test"
         " | pruned test | lost (points) | reloads | batch-32 dense ms | pruned ms | ratio | stop"
