@@ -174,7 +174,7 @@ def _build(
         "sparsity": measure.sparsity(
             saved=saved,
             pruned=pruned,
-            sizes=sizes,
+            dense=dense,
             structured=make_granularity(spec.prune.granularity).changes_shapes,
         ),
         "complexity": sizes,

@@ -28,7 +28,13 @@ from torch.nn.utils import parametrize, prune
 from core.data import TaskData
 from core.latency import compare_latency
 from core.masks import measured_sparsity, prunable_parameters
-from core.structured import count_macs_params, nonzero_params
+from core.structured import (
+    count_macs_params,
+    count_params,
+    nonzero_params,
+    removed_by_layer,
+    removed_fraction,
+)
 
 Evaluate = Callable[[nn.Module, np.ndarray, np.ndarray], float]
 
@@ -133,34 +139,44 @@ def sparsity(
     *,
     saved: Mapping[str, Tensor],
     pruned: nn.Module,
-    sizes: Mapping[str, Any],
+    dense: nn.Module,
     structured: bool,
 ) -> dict[str, Any]:
     """The manifest's sparsity section, counted from the tensors in the weights file.
 
+    `sparsity_all_weights` = 1 - (nonzero parameters in the file) / (parameters of the dense
+    model): zeros and removed parameters count alike, so masks and channel removal read on one
+    scale. For channel jobs `overall` and `per_layer` are the fractions removed; otherwise they
+    are the zeros among the prunable weights.
+
     Args:
         saved: the weights file's tensors, by state-dict name.
         pruned: the (plain) pruned model those tensors came from.
-        sizes: {"dense": size(...), "pruned": size(...)}.
-        structured: the job removes channels; the removed fraction of parameters is added.
+        dense: the dense model, for the parameter count the fractions are taken of.
+        structured: the job removes channels (the removed fraction is the headline).
     """
     names = list(prunable_parameters(pruned))
     prunable, per_layer = measured_sparsity({name: saved[name] for name in names})
-    everything, _ = measured_sparsity(
-        {name: saved[name] for name, _ in pruned.named_parameters() if name in saved}
-    )
+    in_file = [saved[name] for name, _ in pruned.named_parameters() if name in saved]
+    dense_params = count_params(dense)
+    pruned_params = sum(tensor.numel() for tensor in in_file)
+    nonzero = sum(int(tensor.count_nonzero()) for tensor in in_file)
     found: dict[str, Any] = {
-        "sparsity_all_weights": everything,
+        "sparsity_all_weights": 1.0 - nonzero / dense_params if dense_params else 0.0,
         "sparsity_prunable": prunable,
         "overall": prunable,
         "per_layer": per_layer,
         "excluded": excluded_parameters(pruned),
     }
-    dense_params, pruned_params = sizes["dense"]["params"], sizes["pruned"]["params"]
     if structured or dense_params != pruned_params:
         found["params_dense"] = dense_params
         found["params_pruned"] = pruned_params
-        found["removed_fraction"] = 1.0 - pruned_params / dense_params if dense_params else 0.0
+        found["removed_fraction"] = removed_fraction(
+            params_dense=dense_params, params_pruned=pruned_params
+        )
+    if structured:
+        found["overall"] = found["removed_fraction"]
+        found["per_layer"] = removed_by_layer(dict(dense.named_parameters()), saved, names=names)
     return found
 
 

@@ -32,6 +32,12 @@ install_python_packages() {
   if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
     install "$TORCH_SPEC"
   fi
+  # torchvision in its own step, without dependencies: it pins torch exactly, and resolving that
+  # pin must never replace the CPU torch installed above (its C extension is then unused; the
+  # test suite declares the two operator schemas it needs, see tests/support/torchvision_ops.py).
+  if ! .venv/bin/python -m pip show torchvision >/dev/null 2>&1; then
+    install --no-deps "torchvision==0.28.0"
+  fi
   install -e ".[dev]"
   wanted_stamp >"$STAMP"
 }

@@ -1,12 +1,12 @@
 """Channel granularity: output channels removed physically (a smaller dense model, no masks).
 
-Calls `core.structured.prune_channels`; the classifier, LSTMs and attention widths keep their
-channels, and `describe` lists them with the reason.
+`target_sparsity` is the fraction of the dense model's parameters removed: the channel ratio that
+achieves it is searched (`core.structured.target`). The classifier's outputs, LSTMs and the
+residual width beside attention keep their channels, and `describe` lists them with the reason.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from typing import ClassVar
 
@@ -14,19 +14,8 @@ from torch import Tensor, nn
 
 from core.errors import SpecInvalid
 from core.granularity.base import Granularity, SparsityPlan, count_params
-from core.masks import prunable_parameters
 from core.spec import PruneSpec
-from core.structured import out_width, prune_channels
-
-
-def channel_fraction_removed(model: nn.Module, plan: SparsityPlan) -> float:
-    """Fraction of the prunable layers' dense output channels that are gone, counted now."""
-    widths = {k: v for k, v in (plan.dense_widths or {}).items() if k not in plan.channel_fixed}
-    if not widths:
-        return 0.0
-    modules = dict(model.named_modules())
-    now = sum(out_width(modules[name]) for name in widths)
-    return 1.0 - now / sum(widths.values())
+from core.structured.target import channel_reach, prune_channels_to_fraction
 
 
 class ChannelGranularity(Granularity):
@@ -41,24 +30,16 @@ class ChannelGranularity(Granularity):
         plan: SparsityPlan,
         example_inputs: Tensor,
     ) -> float:
-        """Refuse a channel job that cannot remove a single channel at its target."""
-        trial, trial_plan = copy.deepcopy(model), copy.deepcopy(plan)
-        scores = {k: v.detach().abs() for k, v in prunable_parameters(trial).items()}
-        self.sparsify(
-            trial,
-            scores=scores,
-            target=target,
-            spec=spec,
-            masks={},
-            plan=trial_plan,
+        """Refuse a channel job whose parameter target is out of reach, naming what blocks it."""
+        reach = channel_reach(
+            model,
             example_inputs=example_inputs,
+            round_to=spec.round_to,
+            dense_params=plan.dense_params or count_params(model),
         )
-        if channel_fraction_removed(trial, trial_plan) <= 0.0:
-            raise SpecInvalid(
-                f"granularity 'channel': no channel of this model can be removed at target "
-                f"{target} with round_to {spec.round_to} "
-                f"(kept whole: {', '.join(trial_plan.channel_fixed) or 'none'})"
-            )
+        problem = reach.refusal(target, round_to=spec.round_to)
+        if problem is not None:
+            raise SpecInvalid(problem)
         return target
 
     def sparsify(
@@ -72,12 +53,13 @@ class ChannelGranularity(Granularity):
         plan: SparsityPlan,
         example_inputs: Tensor,
     ) -> dict[str, Tensor]:
-        """Remove `target` of the dense output channels of every layer that may lose some."""
-        report = prune_channels(
+        """Remove channels until `target` of the dense model's parameters are gone."""
+        report, _ = prune_channels_to_fraction(
             model,
             example_inputs=example_inputs,
             scores=scores,
-            ratio=target,
+            fraction=target,
+            dense_params=plan.dense_params or count_params(model),
             dense_widths=plan.dense_widths,
             round_to=spec.round_to,
         )
