@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-import core.masks
+import core.selection
 from core.masks import (
     apply_masks,
     layer_floor,
@@ -270,7 +270,7 @@ def selection_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPat
     """Run a test through both ways of finding the cut: one topk over joined keys (small
     pools) and radix selection layer by layer (large pools, forced here by a zero limit)."""
     if request.param == "radix":
-        monkeypatch.setattr(core.masks, "_JOINED_KEYS_MAX", 0)
+        monkeypatch.setattr(core.selection, "_JOINED_KEYS_MAX", 0)
     return str(request.param)
 
 
