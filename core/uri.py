@@ -61,12 +61,14 @@ def open_no_links(path: str) -> int:
             following = _open_step(part, directory, os.O_RDONLY | os.O_DIRECTORY, path)
             os.close(directory)
             directory = following
-        handle = _open_step(parts[-1], directory, os.O_RDONLY, path)
+        # O_NONBLOCK: a FIFO put there opens at once (and is then refused) instead of hanging.
+        handle = _open_step(parts[-1], directory, os.O_RDONLY | os.O_NONBLOCK, path)
     finally:
         os.close(directory)
     if not stat.S_ISREG(os.fstat(handle).st_mode):
         os.close(handle)
         raise PermissionError(f"{path!r} is not a regular file")
+    os.set_blocking(handle, True)
     return handle
 
 
