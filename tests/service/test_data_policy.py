@@ -72,8 +72,9 @@ def test_a_file_artifact_directory_outside_the_home_is_refused_too(tmp_path: Pat
 def test_s3_references_are_refused_unless_a_prefix_allows_them(tmp_path: Path) -> None:
     policy = DataPolicy.of(ApiSettings(home=tmp_path), tenant="acme")
     problems = _problems(_spec(data="s3://data/acme/task.npz"), policy)
-    assert problems == ["task.data: 's3://data/acme/task.npz' is outside the allowed S3 prefixes "
-                        "(none configured)"]  # fmt: skip
+    assert problems == [
+        "task.data: 's3://data/acme/task.npz' is outside the allowed S3 prefixes (none configured)"
+    ]
 
 
 def test_s3_prefixes_match_whole_segments_and_name_the_tenant(tmp_path: Path) -> None:
@@ -112,8 +113,9 @@ def test_artifact_references_need_a_job_of_the_tenant(tmp_path: Path) -> None:
     mine, theirs = str(uuid.uuid4()), str(uuid.uuid4())
     assert _problems(_spec(weights=f"artifact://{mine}/weights.safetensors"), policy, (mine,)) == []
     problems = _problems(_spec(weights=f"artifact://{theirs}/weights.safetensors"), policy, (mine,))
-    assert problems == [f"model.weights: 'artifact://{theirs}/weights.safetensors': "
-                        f"you have no job {theirs}"]  # fmt: skip
+    assert problems == [
+        f"model.weights: 'artifact://{theirs}/weights.safetensors': you have no job {theirs}"
+    ]
 
 
 def test_the_api_refuses_another_tenants_or_a_missing_job_as_artifact(
