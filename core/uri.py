@@ -88,17 +88,17 @@ def copy_no_links(path: str, dest: Path) -> Path:
 
     The copy is written beside `dest` and renamed, so `dest` appears whole or not at all.
     """
-    handle = open_no_links(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    out_handle, temp_name = tempfile.mkstemp(dir=dest.parent, prefix=".part-")
-    try:
-        with os.fdopen(handle, "rb") as source, os.fdopen(out_handle, "wb") as out:
-            while chunk := source.read(1 << 20):
-                out.write(chunk)
-        os.replace(temp_name, dest)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    with os.fdopen(open_no_links(path), "rb") as source:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        out_handle, temp_name = tempfile.mkstemp(dir=dest.parent, prefix=".part-")
+        try:
+            with os.fdopen(out_handle, "wb") as out:
+                while chunk := source.read(1 << 20):
+                    out.write(chunk)
+            os.replace(temp_name, dest)
+        except BaseException:
+            Path(temp_name).unlink(missing_ok=True)
+            raise
     return dest
 
 

@@ -233,13 +233,18 @@ def _observe(name: str, expected: str, observed: str) -> None:
     OBSERVED[name] = {"expected": expected, "observed": observed}
 
 
+def _short(live: Stack, text: str) -> str:
+    """`text` with the scratch paths written as the variables they stand for."""
+    return text.replace(str(live.home), "$ADAPRUNE_HOME").replace(str(live.deploy.root), "ROOT")
+
+
 def _api_refusal(live: Stack, case: str, spec: dict[str, Any], field_name: str, names: str) -> None:
     response = live.attacker.post("/v1/jobs", json=spec)
     error = response.json()["error"]
     _observe(
         f"[{live.kind}] {case}",
         f"422 validation_error naming {field_name}",
-        f"{response.status_code} {error['code']}: {error['message']}",
+        _short(live, f"{response.status_code} {error['code']}: {error['message']}"),
     )
     assert response.status_code == 422, response.text
     assert error["field"] == field_name, response.text
@@ -333,7 +338,7 @@ def test_the_worker_refuses_every_reference_the_api_would_refuse(stack: Stack) -
         _observe(
             f"[{stack.kind}] {case}",
             f"job failed policy_violation naming {field_name}",
-            f"job {job.state} {job.error_code}: {job.error_message}",
+            _short(stack, f"job {job.state} {job.error_code}: {job.error_message}"),
         )
         assert (job.state, job.error_code) == ("failed", "policy_violation"), job.error_message
         assert job.error_message.startswith(field_name) and names in job.error_message
