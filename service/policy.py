@@ -88,7 +88,9 @@ class DataPolicy:
         if any(_under_prefix(bucket, key, entry) for entry in self.private_s3):
             return f"{uri!r} is in the service's own artifact storage; {OWN_FILES_HINT}"
         if not any(_under_prefix(bucket, key, entry) for entry in self.s3_prefixes):
-            allowed = ", ".join(f"s3://{entry}" for entry in self.s3_prefixes)
+            # The service's own bucket stays out of the list even where an entry names it.
+            readable = [e for e in self.s3_prefixes if not _overlaps_private(e, self.private_s3)]
+            allowed = ", ".join(f"s3://{entry}" for entry in readable)
             return f"{uri!r} is outside the allowed S3 prefixes ({allowed or 'none configured'})"
         return None
 
@@ -162,6 +164,13 @@ def _for_tenant(entries: Sequence[str], tenant: str) -> tuple[str, ...]:
 def _inside(path: str, root: str) -> bool:
     real_root = os.path.realpath(root)
     return os.path.commonpath([path, real_root]) == real_root
+
+
+def _overlaps_private(entry: str, private: Sequence[str]) -> bool:
+    bucket, _, prefix = entry.partition("/")
+    return any(_under_prefix(bucket, prefix, own) for own in private) or any(
+        own.partition("/")[0] == bucket and not prefix for own in private
+    )
 
 
 def _under_prefix(bucket: str, key: str, entry: str) -> bool:

@@ -100,6 +100,8 @@ def test_the_service_artifact_bucket_is_refused_even_when_allowed(tmp_path: Path
     problems = _problems(_spec(weights=own), policy)
     assert len(problems) == 1 and "service's own artifact storage" in problems[0]
     assert _problems(_spec(weights="s3://service/models/w.safetensors"), policy) == []
+    elsewhere = _problems(_spec(weights="s3://other/w.safetensors"), policy)
+    assert elsewhere and "(none configured)" in elsewhere[0]  # the own bucket is never offered
 
 
 @pytest.mark.parametrize("entry", ["s3://", "/", "s3://b/../x"])
