@@ -42,7 +42,7 @@ EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
   CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
 ENTRYPOINT ["adaprune"]
-CMD ["api", "--port", "8000"]
+CMD ["api", "--host", "0.0.0.0", "--port", "8000"]
 
 FROM runtime AS torch-cpu
 ARG TORCH_VERSION=2.13.0

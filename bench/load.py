@@ -239,6 +239,18 @@ def run_security(*, examples: int) -> str:
             text=True,
         )
         observed = json.loads(table.read_text())
+        isolation_table = Path(tmp) / "isolation.json"
+        isolation = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "tests/security/test_tenant_isolation.py"],
+            cwd=ROOT,
+            env={**os.environ, "ADAPRUNE_SECURITY_TABLE": str(isolation_table)},
+            capture_output=True,
+            text=True,
+        )
+        isolated = json.loads(isolation_table.read_text())
+    isolation_summary = (
+        isolation.stdout.strip().splitlines()[-1] if isolation.stdout.strip() else "no output"
+    )
     summary = tests.stdout.strip().splitlines()[-1] if tests.stdout.strip() else "no output"
     statuses = ", ".join(f"{code}: {n}" for code, n in sorted(report.statuses.items()))
     version = importlib.metadata.version("schemathesis")
@@ -264,6 +276,21 @@ def run_security(*, examples: int) -> str:
         *[
             f"| {name} | {row['expected']} | {row['observed'].replace('|', '/')} |"
             for name, row in observed.items()
+        ],
+        "",
+        "Tenant isolation (`tests/security/test_tenant_isolation.py`: live API and a real worker "
+        "on two stacks, `[file]` with artifacts under ADAPRUNE_HOME and a file root `ROOT` that "
+        "holds the home, `[s3]` with artifacts on a real S3-compatible server and "
+        "`ADAPRUNE_ALLOWED_S3_PREFIXES` naming the service's own bucket and "
+        "`s3://tenant-data/{tenant}`; tenant `attacker` reaches for tenant `victim`'s files; "
+        '"past the API" jobs are written straight into the store and queue, so the worker '
+        f"refuses them alone; {isolation_summary}):",
+        "",
+        "| input | expected | observed |",
+        "|---|---|---|",
+        *[
+            f"| {name} | {row['expected']} | {row['observed'].replace('|', '/')} |"
+            for name, row in isolated.items()
         ],
         "",
         "Keys (`tests/security/test_keys.py`): the database holds only sha256 digests and the "

@@ -188,6 +188,7 @@ def ensure_api_key(store: JobStore, home: Path) -> str:
         key = create_key(session, DEFAULT_TENANT)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(handle, 0o600)  # a file left by an older install keeps its mode through O_TRUNC
     with os.fdopen(handle, "w") as out:
         out.write(key + "\n")
     return key
@@ -202,8 +203,11 @@ def child_environment(*, settings: ApiSettings, redis_url: str) -> dict[str, str
         DATABASE_URL=settings.database_url,
         ARTIFACT_URL=settings.artifact_url,
     )
+    # The home holds the database and every tenant's artifacts: never a file root (a job's
+    # own files are read as artifact://JOB_ID/NAME instead).
     if not env.get("ADAPRUNE_ALLOWED_FILE_ROOTS"):
-        env["ADAPRUNE_ALLOWED_FILE_ROOTS"] = f"{Path.cwd().resolve()},{settings.home.resolve()}"
+        env["ADAPRUNE_ALLOWED_FILE_ROOTS"] = str(Path.cwd().resolve())
+    env.setdefault("ADAPRUNE_METRICS_HOST", "127.0.0.1")
     return env
 
 

@@ -153,8 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
     api.add_argument(
         "--host",
-        default=os.environ.get("ADAPRUNE_API_HOST", "0.0.0.0"),
-        help="address to bind (default ADAPRUNE_API_HOST or 0.0.0.0)",
+        default=os.environ.get("ADAPRUNE_API_HOST", "127.0.0.1"),
+        help="address to bind (default ADAPRUNE_API_HOST or 127.0.0.1; 0.0.0.0 for every one)",
     )
     api.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
     api.set_defaults(handler=_api)

@@ -6,8 +6,7 @@ they pass and where the checkpoints and the artifact go.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,10 +46,22 @@ def resolve_device(name: str) -> torch.device:
 
 
 def prepare(
-    spec: JobSpec, *, cache_dir: Path, allowed_entrypoints: EntrypointAllowList
+    spec: JobSpec,
+    *,
+    cache_dir: Path,
+    allowed_entrypoints: EntrypointAllowList,
+    sources: Mapping[str, Path] | None = None,
 ) -> tuple[TaskData, nn.Module]:
-    """Load the task's data and build the model (with its weights, when the spec names them)."""
-    fetcher = functools.partial(fetch, cache_dir=cache_dir)
+    """Load the task's data and build the model (with its weights, when the spec names them).
+
+    Args:
+        sources: local copies of URIs the caller fetched already; other URIs are fetched here.
+    """
+    known = dict(sources or {})
+
+    def fetcher(uri: str) -> Path:
+        return known[uri] if uri in known else fetch(uri, cache_dir=cache_dir)
+
     data = load_task(spec.task, fetch=fetcher)
     torch.manual_seed(spec.seed)
     model = build_model(
@@ -97,6 +108,7 @@ def run_job(
     on_checkpoint: CheckpointCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
     on_data: Callable[[TaskData], None] | None = None,
+    sources: Mapping[str, Path] | None = None,
 ) -> JobOutput:
     """Run `spec` and export its verified artifact to `out_dir`.
 
@@ -105,10 +117,14 @@ def run_job(
         work_dir: downloads (`cache/`) and per-step checkpoints (`checkpoints/`).
         resume: continue from the newest checkpoint in `work_dir/checkpoints`.
         on_data: receives the task's data once loaded (class count, sizes), before pruning.
+        sources: local copies of the spec's URIs, already fetched and checked by the caller.
     """
     torch_device = resolve_device(device)
     data, model = prepare(
-        spec, cache_dir=work_dir / "cache", allowed_entrypoints=allowed_entrypoints
+        spec,
+        cache_dir=work_dir / "cache",
+        allowed_entrypoints=allowed_entrypoints,
+        sources=sources,
     )
     if data.x_train.shape[0] < 1 or data.x_val.shape[0] < 1:
         raise DataInvalid("the task needs at least one training and one validation example")

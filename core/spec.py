@@ -33,10 +33,11 @@ from core.registries import (
     parse_nm,
 )
 from core.registry import Registry
+from core.uri import ARTIFACT_SCHEME, parse_artifact_uri
 
 PRUNE_TASK = "workers.prune"
 
-URI_SCHEMES = ("file", "s3")
+URI_SCHEMES = ("file", "s3", ARTIFACT_SCHEME)
 
 _ENTRYPOINT = re.compile(
     r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
@@ -106,18 +107,23 @@ def _strict() -> ConfigDict:
 
 
 def check_uri(value: str, *, suffix: str) -> str:
-    """Check that `value` is a `file://` or `s3://` URI whose path ends with `suffix`.
+    """Check that `value` is a `file://`, `s3://` or `artifact://JOB_ID/NAME` URI whose path
+    ends with `suffix`.
 
     Raises:
         ValueError: naming the scheme or suffix at fault.
     """
     match = _URI.match(value)
     if match is None:
-        raise ValueError(f"{value!r} is not a URI; use file:///path or s3://bucket/key")
+        raise ValueError(
+            f"{value!r} is not a URI; use file:///path, s3://bucket/key or artifact://JOB_ID/NAME"
+        )
     scheme = match["scheme"]
     if scheme not in URI_SCHEMES:
-        raise ValueError(f"URI scheme {scheme!r} is not allowed; allowed: file, s3")
+        raise ValueError(f"URI scheme {scheme!r} is not allowed; allowed: {', '.join(URI_SCHEMES)}")
     rest = match["rest"]
+    if scheme == ARTIFACT_SCHEME:
+        parse_artifact_uri(value)
     if scheme == "file" and not rest.startswith("/"):
         raise ValueError(f"{value!r}: file URIs must be absolute (file:///abs/path)")
     if scheme == "s3" and "/" not in rest.strip("/"):
@@ -137,7 +143,9 @@ class ModelRef(BaseModel):
     arch: ArchName | None = None
     entrypoint: str | None = Field(default=None, description='"pkg.module:factory"')
     kwargs: dict[str, Any] = Field(default_factory=dict, description="passed to the factory")
-    weights: str | None = Field(default=None, description="file:// or s3:// .safetensors URI")
+    weights: str | None = Field(
+        default=None, description="file://, s3:// or artifact://JOB_ID/NAME .safetensors URI"
+    )
 
     @field_validator("entrypoint")
     @classmethod
@@ -173,7 +181,8 @@ class TaskRef(BaseModel):
 
     dataset: DatasetName | None = None
     data: str | None = Field(
-        default=None, description="file:// or s3:// .npz with x_train,y_train,x_val,y_val"
+        default=None,
+        description="file://, s3:// or artifact:// .npz with x_train,y_train,x_val,y_val",
     )
     metric: MetricName = "accuracy"
 

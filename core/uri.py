@@ -1,12 +1,105 @@
-"""Turn a `file://` or `s3://` URI into a local file path."""
+"""Turn a `file://` or `s3://` URI into a local file path; name a job's own artifact.
+
+`artifact://JOB_ID/NAME` names file NAME of the tenant's own job JOB_ID in the service's
+artifact storage; only the service resolves it (to the tenant's prefix), never this module.
+"""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import re
+import stat
 import tempfile
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
+
+ARTIFACT_SCHEME = "artifact"
+_ARTIFACT = re.compile(
+    r"^artifact://(?P<job>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
+    r"/(?P<name>[A-Za-z0-9][A-Za-z0-9._-]{0,127})$"
+)
+
+
+def parse_artifact_uri(uri: str) -> tuple[str, str]:
+    """The (job id, file name) an `artifact://JOB_ID/NAME` URI names.
+
+    Raises:
+        ValueError: the URI is not of that form (a lowercase UUID, then one plain file name).
+    """
+    match = _ARTIFACT.match(uri)
+    if match is None:
+        raise ValueError(
+            f"{uri!r} is not artifact://JOB_ID/NAME (a job id, then one plain file name)"
+        )
+    return match["job"], match["name"]
+
+
+def open_no_links(path: str) -> int:
+    """Open the absolute, already resolved `path` for reading without following any link.
+
+    Every component is opened relative to its parent with O_NOFOLLOW, so a link put in place
+    of any directory or of the file after `path` was checked makes the open fail instead of
+    leaving the checked tree; the result must be a regular file.
+
+    Returns:
+        A read-only file descriptor (the caller closes it).
+
+    Raises:
+        PermissionError: a component is a link (or became one) or the file is not regular.
+        FileNotFoundError: a component does not exist.
+    """
+    if not os.path.isabs(path):
+        raise ValueError(f"{path!r} is not absolute")
+    parts = [part for part in path.split("/") if part]
+    if not parts or any(part in (".", "..") for part in parts):
+        raise ValueError(f"{path!r} is not a resolved file path")
+    directory = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in parts[:-1]:
+            following = _open_step(part, directory, os.O_RDONLY | os.O_DIRECTORY, path)
+            os.close(directory)
+            directory = following
+        # O_NONBLOCK: a FIFO put there opens at once (and is then refused) instead of hanging.
+        handle = _open_step(parts[-1], directory, os.O_RDONLY | os.O_NONBLOCK, path)
+    finally:
+        os.close(directory)
+    if not stat.S_ISREG(os.fstat(handle).st_mode):
+        os.close(handle)
+        raise PermissionError(f"{path!r} is not a regular file")
+    os.set_blocking(handle, True)
+    return handle
+
+
+def _open_step(name: str, directory: int, flags: int, path: str) -> int:
+    try:
+        return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=directory)
+    except OSError as error:
+        if error.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise PermissionError(
+                f"{path!r} changed into or through a symbolic link after it was checked"
+            ) from error
+        raise
+
+
+def copy_no_links(path: str, dest: Path) -> Path:
+    """Copy the file at the resolved `path` to `dest`, opened with `open_no_links`.
+
+    The copy is written beside `dest` and renamed, so `dest` appears whole or not at all.
+    """
+    with os.fdopen(open_no_links(path), "rb") as source:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        out_handle, temp_name = tempfile.mkstemp(dir=dest.parent, prefix=".part-")
+        try:
+            with os.fdopen(out_handle, "wb") as out:
+                while chunk := source.read(1 << 20):
+                    out.write(chunk)
+            os.replace(temp_name, dest)
+        except BaseException:
+            Path(temp_name).unlink(missing_ok=True)
+            raise
+    return dest
 
 
 def fetch(uri: str, *, cache_dir: Path) -> Path:
@@ -34,6 +127,8 @@ def fetch(uri: str, *, cache_dir: Path) -> Path:
         return _download_s3(
             uri, bucket=parts.netloc, key=parts.path.lstrip("/"), cache_dir=cache_dir
         )
+    if parts.scheme == ARTIFACT_SCHEME:
+        raise ValueError(f"{uri!r}: artifact:// URIs name a job's files; the service reads them")
     raise ValueError(f"URI scheme {parts.scheme!r} of {uri!r} is not supported; use file or s3")
 
 

@@ -55,9 +55,12 @@ class SharedSettings(BaseSettings):
     max_attempts: int = Field(default=3, ge=1, le=100)
     allowed_entrypoints: Annotated[tuple[str, ...], NoDecode] = ()
     allowed_file_roots: Annotated[tuple[str, ...], NoDecode] = ()
+    allowed_s3_prefixes: Annotated[tuple[str, ...], NoDecode] = ()
     default_queue: str = "gpu"
 
-    @field_validator("allowed_entrypoints", "allowed_file_roots", mode="before")
+    @field_validator(
+        "allowed_entrypoints", "allowed_file_roots", "allowed_s3_prefixes", mode="before"
+    )
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         return _split_commas(value)
@@ -69,6 +72,17 @@ class SharedSettings(BaseSettings):
             if not Path(root).is_absolute():
                 raise ValueError(f"file root {root!r} is not an absolute directory")
         return value
+
+    @field_validator("allowed_s3_prefixes")
+    @classmethod
+    def _s3_prefixes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        entries = []
+        for entry in value:
+            bare = entry.removeprefix("s3://").strip("/")
+            if not bare or bare.startswith("/") or ".." in bare.split("/"):
+                raise ValueError(f"S3 prefix {entry!r} must be s3://bucket or s3://bucket/prefix")
+            entries.append(bare)
+        return tuple(entries)
 
     @field_validator("default_queue")
     @classmethod

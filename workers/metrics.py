@@ -115,9 +115,9 @@ class WorkerMetrics:
         self.sparsity.set(0)
         self.metric.set(0)
 
-    def serve(self, port: int) -> int | None:
-        """Serve /metrics on `port` (0: do not serve). Returns the port, or None when off."""
+    def serve(self, port: int, *, host: str = "0.0.0.0") -> int | None:
+        """Serve /metrics on `host`:`port` (port 0: do not serve). Returns the port, or None."""
         if port == 0:
             return None
-        start_http_server(port, registry=self.registry)
+        start_http_server(port, addr=host, registry=self.registry)
         return port

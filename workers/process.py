@@ -45,7 +45,7 @@ def run_worker(
     metrics = WorkerMetrics()
     try:
         # First: a worker that cannot be scraped should say so before it takes any job.
-        port = metrics.serve(settings.metrics_port)
+        port = metrics.serve(settings.metrics_port, host=settings.metrics_host)
     except OSError as error:
         print(
             f"adaprune worker: metrics port {settings.metrics_port} is not available "

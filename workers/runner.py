@@ -33,7 +33,7 @@ from core.contract.version import SPEC_VERSION
 from core.errors import PruneCancelled, PruningError
 from core.report import StepReport
 from core.spec import JobSpec
-from service.policy import check_policy
+from service.policy import DataPolicy, check_policy
 from service.storage import ArtifactStorage, artifact_key, job_prefix, storage_from_url
 from service.store import ArtifactRow, Claim, JobStore
 from workers.checkpoints import CheckpointMirror, storage_call
@@ -43,6 +43,7 @@ from workers.lease import Heartbeat
 from workers.metrics import WorkerMetrics
 from workers.retry import retry_for
 from workers.settings import WorkerSettings
+from workers.sources import SourceFetcher, SourceRefused
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -242,10 +243,12 @@ class JobRunner:
             return self._fail(
                 claim, code="spec_invalid", message=one_line(describe_validation(error, limit=1))
             )
+        data = DataPolicy.of(self.settings, tenant=claim.tenant)
         problems = check_policy(
             spec,
             allowed_entrypoints=self.settings.allowed_entrypoints,
-            allowed_file_roots=self.settings.allowed_file_roots,
+            data=data,
+            owns_job=functools.partial(self._owns_job, claim),
         )
         if problems:
             message = "; ".join(f"{p.field}: {p.message}" for p in problems)
@@ -254,7 +257,18 @@ class JobRunner:
         with tempfile.TemporaryDirectory(
             prefix=f"{claim.job_id}-", dir=self.settings.work_root
         ) as tmp:
-            return self._run_spec(claim, spec, heartbeat=heartbeat, mirror=mirror, work=Path(tmp))
+            fetcher = SourceFetcher(claim, data, self.store, self.storage, Path(tmp) / "sources")
+            try:
+                sources = fetcher.fetch_all(spec)
+            except SourceRefused as error:
+                return self._fail(claim, code=error.code, message=one_line(error))
+            return self._run_spec(
+                claim, spec, heartbeat=heartbeat, mirror=mirror, work=Path(tmp), sources=sources
+            )
+
+    def _owns_job(self, claim: Claim, job_id: str) -> bool:
+        job = self.store.load_job(job_id)
+        return job is not None and job.tenant_id == claim.tenant_id
 
     def _run_spec(
         self,
@@ -264,6 +278,7 @@ class JobRunner:
         heartbeat: Heartbeat,
         mirror: CheckpointMirror,
         work: Path,
+        sources: dict[str, Path],
     ) -> str | None:
         resume = False
         journal = JobJournal(self.store, owner=self.owner, claim=claim)
@@ -288,6 +303,7 @@ class JobRunner:
                 work=work,
                 resume=resume,
                 journal=journal,
+                sources=sources,
             )
         except PruneCancelled:
             if heartbeat.lost:
@@ -332,6 +348,7 @@ class JobRunner:
         work: Path,
         resume: bool,
         journal: JobJournal,
+        sources: dict[str, Path],
     ) -> EngineOutput:
         from core.data import TaskData
         from core.job import run_job  # torch loads here, in the worker process, never earlier
@@ -383,6 +400,7 @@ class JobRunner:
             on_checkpoint=mirror.upload,
             should_stop=heartbeat.should_stop,
             on_data=on_data,
+            sources=sources,
         )
         summary = output.outcome.result.to_dict()
         summary.pop("steps")

@@ -16,6 +16,7 @@ class WorkerSettings(SharedSettings):
 
     device: str = "auto"
     metrics_port: int = Field(default=9100, ge=0, le=65535)
+    metrics_host: str = "0.0.0.0"
 
     @field_validator("device")
     @classmethod

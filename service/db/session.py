@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +33,20 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def private_sqlite_file(path: Path) -> None:
+    """Create the SQLite file `path` (and its directory) readable by its owner alone.
+
+    SQLite gives the -wal and -shm files the database file's mode, so they are 0600 too; a
+    file left readable by others by an older install is narrowed to 0600.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+
+
 def make_engine(database_url: str) -> Engine:
     """Build an engine for a SQLite or PostgreSQL URL.
 
@@ -41,12 +56,13 @@ def make_engine(database_url: str) -> Engine:
 
     Returns:
         An engine whose connections are checked before use; SQLite connections run in WAL mode
-        with a busy timeout and foreign keys enforced, and the file's directory is created.
+        with a busy timeout and foreign keys enforced; the file and its directory are created,
+        the file 0600 (`private_sqlite_file`).
     """
     url = make_url(normalize_database_url(database_url))
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
-            Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            private_sqlite_file(Path(url.database).expanduser())
         engine = create_engine(
             url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from datetime import UTC, datetime
 from typing import Annotated
@@ -16,7 +17,7 @@ from service.deps import Services, ServicesDep, TenantDep
 from service.errors import EnqueueFailed
 from service.http_errors import ApiError, validation_error
 from service.idempotency import body_digest
-from service.policy import check_policy
+from service.policy import DataPolicy, check_policy
 from service.query import reject_unknown_query
 from service.schemas import ErrorBody, ErrorDetail, JobList, JobPublic, StepPublic
 from service.store.jobs import check_job_id
@@ -62,6 +63,11 @@ async def submit_job(
     )
 
 
+def _owns_job(services: Services, tenant: Tenant, job_id: str) -> bool:
+    job = services.store.load_job(job_id)
+    return job is not None and job.tenant_id == tenant.id
+
+
 def _submit(
     spec: JobSpec,
     response: Response,
@@ -75,7 +81,8 @@ def _submit(
     problems = check_policy(
         spec,
         allowed_entrypoints=settings.allowed_entrypoints,
-        allowed_file_roots=settings.allowed_file_roots,
+        data=DataPolicy.of(settings, tenant=tenant.name),
+        owns_job=functools.partial(_owns_job, services, tenant),
     )
     if problems:
         raise validation_error(
