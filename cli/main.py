@@ -40,15 +40,14 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _api(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from cli.database import ready_database
     from service.main import create_app
+    from service.server import serve
     from service.settings import ApiSettings
 
     settings = ApiSettings()
     ready_database(settings)
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
+    serve(create_app(settings), settings, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
 

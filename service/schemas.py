@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict
 
 from core.contract.records import StepRecord
 from service.db.models import Artifact, Job, JobEvent, JobStep
+from service.jsonbody import printable_text
 
 
 class ErrorDetail(BaseModel):
@@ -64,9 +65,15 @@ class JobPublic(BaseModel):
 
     @classmethod
     def of(cls, job: Job) -> JobPublic:
-        """Build from a job row."""
-        error = JobError(code=job.error_code, message=job.error_message) if job.error_code else None
-        data = {name: getattr(job, name) for name in cls.model_fields if name != "error"}
+        """Build from a job row; text no JSON encoder can write is shown as U+FFFD."""
+        error = (
+            JobError(code=job.error_code, message=printable_text(job.error_message))
+            if job.error_code
+            else None
+        )
+        data = {
+            name: printable_text(getattr(job, name)) for name in cls.model_fields if name != "error"
+        }
         return cls.model_validate({**data, "error": error})
 
 
