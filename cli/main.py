@@ -164,7 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"{DATABASE} REDIS_URL is the broker; ADAPRUNE_METRICS_PORT (default 9100, 0: "
         "off) serves /metrics.",
     )
-    worker.add_argument("--queue", default=None, help="comma-separated queues (default: gpu)")
+    worker.add_argument(
+        "--queue",
+        default=None,
+        help="comma-separated queues (default: the served queues, ADAPRUNE_SERVED_QUEUES)",
+    )
     worker.add_argument("--log-level", default="INFO", help="Python log level (default INFO)")
     worker.add_argument("--quiet", action="store_true", help="no start-up banner")
     worker.set_defaults(handler=_worker)

@@ -114,6 +114,8 @@ def _submit(
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"
         return JobPublic.of(job)
+    # Built before the message is published, so that nothing can fail after it.
+    public = JobPublic.of(job)
     try:
         services.queue.enqueue(job.id, queue)
     except EnqueueFailed as error:
@@ -124,7 +126,7 @@ def _submit(
         ) from error
     services.metrics.submitted.inc()
     response.headers["Location"] = f"/v1/jobs/{job.id}"
-    return JobPublic.of(job)
+    return public
 
 
 @router.get("", responses=ERRORS)

@@ -142,6 +142,22 @@ def test_a_request_head_that_never_finishes_is_closed(
     assert TIMEOUT_S <= seconds < TIMEOUT_S + 3
 
 
+def test_a_request_head_over_the_size_limit_is_refused_at_once(api: Deployment) -> None:
+    started = time.perf_counter()
+    with _connect(api) as sock:
+        # 20 KiB of one header, still unfinished: more than ADAPRUNE_MAX_HEADER_BYTES buffered.
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: api\r\nX-Pad: " + b"a" * 20480)
+        raw = _read_all(sock)
+    seconds = time.perf_counter() - started
+    _observe(
+        "request head of 20 KiB, unfinished",
+        "400 at once, closed",
+        f"{_status(raw)} after {seconds:.2f} s, closed",
+    )
+    assert _status(raw) == 400, raw
+    assert seconds < TIMEOUT_S
+
+
 def test_connections_beyond_the_cap_are_refused_and_the_api_recovers(api: Deployment) -> None:
     held = [_connect(api) for _ in range(MAX_CONNECTIONS)]
     try:
