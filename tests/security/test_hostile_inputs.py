@@ -429,7 +429,9 @@ def _huge_labels(folder: Path, _marker: Path) -> dict[str, Any]:
     return spec(task={"data": _npz(folder, "huge.npz", _arrays(y_train=y))})
 
 
-def _non_finite_weights(value: float) -> Callable[[Path, Path], dict[str, Any]]:
+def _non_finite_weights(
+    value: float, *, everywhere: bool = False
+) -> Callable[[Path, Path], dict[str, Any]]:
     def build(folder: Path, _marker: Path) -> dict[str, Any]:
         from safetensors.torch import save_file
 
@@ -438,6 +440,8 @@ def _non_finite_weights(value: float) -> Callable[[Path, Path], dict[str, Any]]:
         state = build_builtin("mlp", input_shape=(64,), num_classes=10).state_dict()
         state = {key: tensor.clone().contiguous() for key, tensor in state.items()}
         first = next(iter(state))
+        if everywhere:
+            state = {key: tensor.fill_(value) for key, tensor in state.items()}
         state[first][0, 0] = value
         path = folder / f"weights-{value}.safetensors"
         save_file(state, str(path))
@@ -488,6 +492,12 @@ WORKER_CASES = [
         _non_finite_weights(float("inf")),
         "model_load_failed",
         "holds NaN or infinite values",
+    ),
+    WorkerCase(
+        "finite weights of 3e38 everywhere (outputs overflow)",
+        _non_finite_weights(3e38, everywhere=True),
+        "training_diverged",
+        "the dense model's validation loss is",
     ),
     WorkerCase(
         "label 2**63 (uint64; wraps negative as int64)",
