@@ -231,14 +231,26 @@ def run_security(*, examples: int) -> str:
         report = fuzz(app, headers={"Authorization": f"Bearer {key}"}, examples=examples)
         next(fixture, None)
         table = Path(tmp) / "hostile.json"
+        limits = Path(tmp) / "limits.json"
         tests = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "tests/security/test_hostile_inputs.py"],
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "tests/security/test_hostile_inputs.py",
+                "tests/security/test_request_limits.py",
+            ],
             cwd=ROOT,
-            env={**os.environ, "ADAPRUNE_SECURITY_TABLE": str(table)},
+            env={
+                **os.environ,
+                "ADAPRUNE_SECURITY_TABLE": str(table),
+                "ADAPRUNE_SECURITY_TABLE_LIMITS": str(limits),
+            },
             capture_output=True,
             text=True,
         )
-        observed = json.loads(table.read_text())
+        observed = {**json.loads(table.read_text()), **json.loads(limits.read_text())}
         isolation_table = Path(tmp) / "isolation.json"
         isolation = subprocess.run(
             [sys.executable, "-m", "pytest", "-q", "tests/security/test_tenant_isolation.py"],
@@ -269,7 +281,8 @@ def run_security(*, examples: int) -> str:
         f"- no negative data exists for: {', '.join(report.skipped) or 'none'}",
         "",
         "Hostile inputs (`tests/security/test_hostile_inputs.py`: live uvicorn API, and a real "
-        f"worker for the files; {summary}):",
+        "worker for the files; `tests/security/test_request_limits.py`: raw sockets against a "
+        f"live API with 1 s body/head deadlines and a 16-connection cap; {summary}):",
         "",
         "| input | expected | observed |",
         "|---|---|---|",

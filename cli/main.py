@@ -40,15 +40,14 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _api(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from cli.database import ready_database
     from service.main import create_app
+    from service.server import serve
     from service.settings import ApiSettings
 
     settings = ApiSettings()
     ready_database(settings)
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
+    serve(create_app(settings), settings, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
 
@@ -165,7 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"{DATABASE} REDIS_URL is the broker; ADAPRUNE_METRICS_PORT (default 9100, 0: "
         "off) serves /metrics.",
     )
-    worker.add_argument("--queue", default=None, help="comma-separated queues (default: gpu)")
+    worker.add_argument(
+        "--queue",
+        default=None,
+        help="comma-separated queues (default: the served queues, ADAPRUNE_SERVED_QUEUES)",
+    )
     worker.add_argument("--log-level", default="INFO", help="Python log level (default INFO)")
     worker.add_argument("--quiet", action="store_true", help="no start-up banner")
     worker.set_defaults(handler=_worker)

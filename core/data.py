@@ -138,11 +138,6 @@ def load_npz(path: Path, *, name: str = "npz") -> TaskData:
     num_classes = int(max(int(y.max()) for y in ys.values())) + 1
     if num_classes < 2:
         raise DataInvalid("y_train: labels need at least 2 classes (max label + 1 >= 2)")
-    if num_classes > MAX_CLASSES:
-        worst = max(ys, key=lambda split: int(ys[split].max()))
-        raise DataInvalid(
-            f"y_{worst}: label {num_classes - 1} exceeds the limit of {MAX_CLASSES} classes"
-        )
     test = "test" in xs
     return TaskData(
         name=name,
@@ -191,7 +186,14 @@ def _features(key: str, array: np.ndarray) -> np.ndarray:
         raise DataInvalid(f"{key}: contains NaN or infinite values")
     if array.dtype == np.uint64 and len(array) and int(array.max()) > np.iinfo(np.int64).max:
         raise DataInvalid(f"{key}: integer values above {np.iinfo(np.int64).max} do not fit int64")
-    return np.ascontiguousarray(array, dtype=feature_dtype(array.dtype))
+    converted = np.ascontiguousarray(array, dtype=feature_dtype(array.dtype))
+    if converted.dtype.kind == "f" and not np.isfinite(converted).all():
+        largest = float(np.abs(array).max())
+        raise DataInvalid(
+            f"{key}: values up to {largest:.4g} overflow float32 "
+            f"(largest finite {float(np.finfo(np.float32).max):.4g}); rescale the features"
+        )
+    return converted
 
 
 def feature_dtype(dtype: np.dtype) -> type[np.generic]:
@@ -212,6 +214,11 @@ def _labels(key: str, array: np.ndarray) -> np.ndarray:
         raise DataInvalid(f"{key}: float labels must be whole numbers")
     if array.min() < 0:
         raise DataInvalid(f"{key}: negative label {array.min()}")
+    # Checked before the int64 cast, which would wrap labels >= 2**63 to negative numbers.
+    if array.max() >= MAX_CLASSES:
+        raise DataInvalid(
+            f"{key}: label {int(array.max())} exceeds the limit of {MAX_CLASSES} classes"
+        )
     return array.astype(np.int64)
 
 

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from core.controller import AdaptiveController
 from core.data import TaskData
+from core.errors import TrainingDiverged
 from core.finetune import cosine_lr
 from core.granularity import count_params
 from core.outcome import accepted_curve, missed_reason
@@ -66,6 +67,12 @@ def baseline(run: Run, *, pretrain: bool) -> None:
             count=False,
         )
     state.dense_metric, val_loss = run.evaluate()
+    if not math.isfinite(val_loss):
+        # Finite weights can still overflow (3e38 in every weight): no step can be measured.
+        raise TrainingDiverged(
+            f"the dense model's validation loss is {val_loss}: its weights or the task data "
+            "give non-finite outputs"
+        )
     run.dense_model = run.frozen_copy(run.model)
     state.plan.dense_params = count_params(run.model)
     if run.checkpoint_dir is not None:

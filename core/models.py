@@ -195,6 +195,10 @@ def load_weights(model: nn.Module, path: Path) -> None:
                 f"{path.name}: tensor {key!r} has shape {tuple(state[key].shape)}, "
                 f"the model expects {tuple(tensor.shape)}"
             )
+        if state[key].is_floating_point() and not bool(state[key].isfinite().all()):
+            raise ModelLoadFailed(
+                f"{path.name}: tensor {key!r} holds NaN or infinite values; weights must be finite"
+            )
     model.load_state_dict(state, strict=True)
 
 

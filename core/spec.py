@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
+from urllib.parse import unquote
 
 from pydantic import (
     BaseModel,
@@ -130,7 +131,8 @@ def check_uri(value: str, *, suffix: str) -> str:
         raise ValueError(f"{value!r}: s3 URIs need a bucket and a key (s3://bucket/key)")
     if not rest.lower().endswith(suffix):
         raise ValueError(f"{value!r} must name a {suffix} file")
-    if "\x00" in value or "/../" in f"{rest}/":
+    # Checked as written and as the loader reads it (percent-decoded: %00, %2e%2e).
+    if any("\x00" in text or "/../" in f"{text}/" for text in (rest, unquote(rest))):
         raise ValueError(f"{value!r} must not contain '..' segments or NUL bytes")
     return value
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -29,11 +28,9 @@ def build_services(settings: ApiSettings) -> Services:
     queue = JobQueue(settings.redis_url)
 
     def queue_depths() -> dict[str, int]:
-        names = {settings.default_queue}
-        # The database being down must not hide the queue depth.
-        with contextlib.suppress(Exception):
-            names.update(store.active_queues())
-        return {name: queue.queue_depth(name) for name in names}
+        # Only the configured queues become labels: a name a client chose never reaches
+        # /metrics, and the label set stays bounded.
+        return {name: queue.queue_depth(name) for name in settings.queues}
 
     sources = ScrapeSources(
         state_counts=store.job_state_counts,
@@ -67,10 +64,16 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         static_url=DOCS_ASSETS_URL,
         # Swagger UI would otherwise send the spec's URL to its public validator.
         swagger_ui_parameters={"validatorUrl": None},
+        # No redirect from `/v1/jobs/` to `/v1/jobs`: it would be built from the Host header.
+        redirect_slashes=False,
     )
     app.state.services = services
     install_error_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=services.settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=services.settings.max_body_bytes,
+        timeout_s=services.settings.body_timeout_s,
+    )
     app.add_middleware(MetricsMiddleware, metrics=services.metrics)
     app.include_router(jobs.router)
     app.include_router(events.router)

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict
 
 from core.contract.records import StepRecord
 from service.db.models import Artifact, Job, JobEvent, JobStep
+from service.jsonbody import printable_text
 
 
 class ErrorDetail(BaseModel):
@@ -66,17 +67,28 @@ class JobPublic(BaseModel):
 
     @classmethod
     def of(cls, job: Job) -> JobPublic:
-        """Build from a job row; `target_reached` and its reason come from the stored result."""
-        error = JobError(code=job.error_code, message=job.error_message) if job.error_code else None
+        """Build from a job row; `target_reached` and its reason come from the stored result.
+
+        Text no JSON encoder can write is shown as U+FFFD.
+        """
+        error = (
+            JobError(code=job.error_code, message=printable_text(job.error_message))
+            if job.error_code
+            else None
+        )
         outcome = ("target_reached", "target_missed_reason", "error")
-        data = {name: getattr(job, name) for name in cls.model_fields if name not in outcome}
+        data = {
+            name: printable_text(getattr(job, name))
+            for name in cls.model_fields
+            if name not in outcome
+        }
         result = job.result or {}
         return cls.model_validate(
             {
                 **data,
                 "error": error,
                 "target_reached": result.get("target_reached"),
-                "target_missed_reason": result.get("target_missed_reason"),
+                "target_missed_reason": printable_text(result.get("target_missed_reason")),
             }
         )
 

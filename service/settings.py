@@ -57,9 +57,14 @@ class SharedSettings(BaseSettings):
     allowed_file_roots: Annotated[tuple[str, ...], NoDecode] = ()
     allowed_s3_prefixes: Annotated[tuple[str, ...], NoDecode] = ()
     default_queue: str = "gpu"
+    served_queues: Annotated[tuple[str, ...], NoDecode] = ()
 
     @field_validator(
-        "allowed_entrypoints", "allowed_file_roots", "allowed_s3_prefixes", mode="before"
+        "allowed_entrypoints",
+        "allowed_file_roots",
+        "allowed_s3_prefixes",
+        "served_queues",
+        mode="before",
     )
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
@@ -90,6 +95,23 @@ class SharedSettings(BaseSettings):
         if not QUEUE_NAME.match(value):
             raise ValueError(f"queue name {value!r} must match [a-z0-9-]{{1,32}}")
         return value
+
+    @field_validator("served_queues")
+    @classmethod
+    def _queue_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            cls._queue_name(name)
+        return value
+
+    @property
+    def queues(self) -> tuple[str, ...]:
+        """The queues workers serve: ADAPRUNE_SERVED_QUEUES, else the default queue alone.
+
+        A submission may only name one of these (a queue no worker reads would hold its job
+        for ever), and only these appear as metric labels.
+        """
+        names = self.served_queues or (self.default_queue,)
+        return names if self.default_queue in names else (self.default_queue, *names)
 
     @field_validator("home")
     @classmethod
@@ -128,5 +150,11 @@ class ApiSettings(SharedSettings):
     """Everything the API process reads from its environment."""
 
     max_body_bytes: int = Field(default=65536, ge=1024)
+    # Connection limits of `adaprune api` (service.server): docs/service.md "Request limits".
+    body_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    header_timeout_s: float = Field(default=10.0, gt=0, le=3600)
+    keep_alive_s: int = Field(default=5, ge=1, le=3600)
+    max_connections: int = Field(default=512, ge=1)
+    max_header_bytes: int = Field(default=16384, ge=1024)
     tenant_max_active_jobs: int = Field(default=20, ge=1)
     presign_ttl_s: int = Field(default=300, ge=1, le=7 * 24 * 3600)

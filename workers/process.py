@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 def run_worker(
     *, queues: Sequence[str] | None = None, log_level: str = "INFO", quiet: bool = False
 ) -> int:
-    """Consume `queues` (default: ADAPRUNE_DEFAULT_QUEUE, "gpu") until told to stop.
+    """Consume `queues` (default: the served queues, `SharedSettings.queues`) until told to stop.
 
     One job runs at a time, in this process (solo pool: no fork, so CUDA is only ever
     initialised here). SIGTERM finishes the running job first (warm shutdown); SIGQUIT stops at
@@ -75,7 +75,7 @@ def run_worker(
     log.info("worker %s: metrics on port %s, lease owner %s", os.getpid(), port, runner.owner)
     worker = app.Worker(
         hostname=f"adaprune-{os.getpid()}@{socket.gethostname()}",
-        queues=list(queues or [settings.default_queue]),
+        queues=list(queues or settings.queues),
         pool="solo",
         concurrency=1,
         loglevel=log_level.upper(),

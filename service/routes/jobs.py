@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from datetime import UTC, datetime
 from typing import Annotated
@@ -78,6 +79,14 @@ def _submit(
     digest: str | None,
 ) -> JobPublic:
     settings = services.settings
+    queue = x_adaprune_queue or settings.default_queue
+    if queue not in settings.queues:
+        raise ApiError(
+            422,
+            code="unknown_queue",
+            message=f"queue {queue!r} is not served here; served: {', '.join(settings.queues)}",
+            field="header.x-adaprune-queue",
+        )
     problems = check_policy(
         spec,
         allowed_entrypoints=settings.allowed_entrypoints,
@@ -91,10 +100,17 @@ def _submit(
                 for p in problems
             ]
         )
-    queue = x_adaprune_queue or settings.default_queue
+    stored = spec.model_dump(mode="json")
+    try:
+        # What the store and every later response must write back; checked before the insert
+        # so that a refusal leaves nothing stored or queued.
+        json.dumps(stored, allow_nan=False, ensure_ascii=False).encode()
+    except (ValueError, UnicodeEncodeError) as error:
+        detail = ErrorDetail(code="json_not_strict", message=str(error), field="body")
+        raise validation_error([detail]) from None
     created = services.store.create_job(
         tenant_id=tenant.id,
-        spec=spec.model_dump(mode="json"),
+        spec=stored,
         queue=queue,
         idempotency_key=idempotency_key,
         max_active=tenant.max_active_jobs or settings.tenant_max_active_jobs,
@@ -105,6 +121,8 @@ def _submit(
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"
         return JobPublic.of(job)
+    # Built before the message is published, so that nothing can fail after it.
+    public = JobPublic.of(job)
     try:
         services.queue.enqueue(job.id, queue)
     except EnqueueFailed as error:
@@ -115,7 +133,7 @@ def _submit(
         ) from error
     services.metrics.submitted.inc()
     response.headers["Location"] = f"/v1/jobs/{job.id}"
-    return JobPublic.of(job)
+    return public
 
 
 @router.get("", responses=ERRORS)
@@ -140,18 +158,28 @@ def list_jobs(
         tenant.id,
         state=state,
         name=name,
-        created_after=_utc(created_after),
-        created_before=_utc(created_before),
+        created_after=_utc(created_after, field="query.created_after"),
+        created_before=_utc(created_before, field="query.created_before"),
         limit=limit,
         cursor=cursor,
     )
     return JobList(items=[JobPublic.of(job) for job in page.items], next_cursor=page.next_cursor)
 
 
-def _utc(stamp: datetime | None) -> datetime | None:
-    if stamp is None or stamp.tzinfo is not None:
-        return stamp
-    return stamp.replace(tzinfo=UTC)
+def _utc(stamp: datetime | None, *, field: str) -> datetime | None:
+    if stamp is None:
+        return None
+    if stamp.tzinfo is None:
+        return stamp.replace(tzinfo=UTC)
+    try:
+        return stamp.astimezone(UTC)
+    except OverflowError:
+        detail = ErrorDetail(
+            code="validation_error",
+            message=f"{stamp.isoformat()} is outside years 1..9999 in UTC",
+            field=field,
+        )
+        raise validation_error([detail]) from None
 
 
 @router.get("/{job_id}", responses=ERRORS)

@@ -10,7 +10,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
@@ -79,7 +79,9 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         stamp = datetime.fromisoformat(created)
         if stamp.tzinfo is None or not is_job_id(job_id):
             raise ValueError(cursor)
-    except (ValueError, TypeError, binascii.Error, json.JSONDecodeError) as error:
+        # An offset that moves the stamp outside years 1..9999 cannot be compared in UTC.
+        stamp = stamp.astimezone(UTC)
+    except (ValueError, TypeError, OverflowError, binascii.Error, json.JSONDecodeError) as error:
         raise InvalidCursor(f"cursor {cursor!r} is not valid") from error
     return stamp, job_id
 

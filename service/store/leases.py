@@ -19,6 +19,7 @@ from service.db.models import Job, Tenant, utcnow
 from service.store.base import StoreBase
 from service.store.events import add_event, outcome_message
 from service.store.jobs import is_job_id
+from service.store.redact import tenant_safe
 
 ATTEMPTS_EXHAUSTED: ErrorCode = "attempts_exhausted"
 
@@ -213,7 +214,8 @@ class LeaseOps(StoreBase):
             "finished_at": utcnow(),
             "result": dict(result) if result is not None else None,
             "error_code": error_code,
-            "error_message": error_message,
+            # The one place a job's error is written: the tenant never sees the store's text.
+            "error_message": tenant_safe(error_message),
         }
         if state == "succeeded":
             values["progress"] = 1.0
@@ -234,7 +236,7 @@ class LeaseOps(StoreBase):
                     target_sparsity=target,
                     result=result,
                     error_code=error_code,
-                    error_message=error_message,
+                    error_message=values["error_message"],
                 )
                 add_event(
                     session,

@@ -222,6 +222,7 @@ class Deployment:
             key = create_key(session, TENANT)
         with store.tx() as session:
             get_or_create_tenant(session, TENANT)
+        queue = f"f-{os.getpid()}-{int(time.time() * 1000) % 100000}"
         settings = ApiSettings(
             home=root / "home",
             database_url_env=database_url,
@@ -231,6 +232,7 @@ class Deployment:
             max_attempts=max_attempts,
             allowed_entrypoints=("tests.faults",),
             allowed_file_roots=(str(root),),
+            served_queues=(queue,),
         )
         env = {
             **os.environ,
@@ -252,7 +254,7 @@ class Deployment:
             database_url=database_url,
             redis_url=redis_url,
             artifact_dir=artifact_dir,
-            queue=f"f-{os.getpid()}-{int(time.time() * 1000) % 100000}",
+            queue=queue,
             store=store,
             api=TestClient(create_app(settings)),
             key=key,

@@ -6,6 +6,7 @@ renders them into docs/reliability.md).
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import os
@@ -68,6 +69,11 @@ def nested(depth: int) -> str:
 
 
 _json = {"Content-Type": "application/json"}
+
+
+def _cursor(stamp: str) -> str:
+    raw = json.dumps([stamp, "00000000-0000-4000-8000-000000000000"]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 def _post_sparsity(client: Client, *, value: object) -> httpx.Response:
@@ -240,6 +246,67 @@ API_CASES = [
         "not found",
     ),
     ApiCase(
+        "Infinity literal in model.kwargs (not JSON)",
+        lambda c: c.http.post(
+            "/v1/jobs",
+            content=json.dumps(spec()).replace(
+                '"arch": "mlp"', '"arch": "mlp", "kwargs": {"s": Infinity}'
+            ),
+            headers=_json,
+        ),
+        (422,),
+        "validation_error",
+        "Infinity is not a JSON number",
+    ),
+    ApiCase(
+        "lone UTF-16 surrogate in model.kwargs",
+        lambda c: c.http.post(
+            "/v1/jobs",
+            content=json.dumps(spec()).replace(
+                '"arch": "mlp"', '"arch": "mlp", "kwargs": {"s": "\\ud800"}'
+            ),
+            headers=_json,
+        ),
+        (422,),
+        "validation_error",
+        "model.kwargs.s: lone UTF-16 surrogate",
+    ),
+    ApiCase(
+        "cursor holding 0001-01-01T00:00:00+23:59",
+        lambda c: c.http.get("/v1/jobs", params={"cursor": _cursor("0001-01-01T00:00:00+23:59")}),
+        (400,),
+        "invalid_cursor",
+        "is not valid",
+    ),
+    ApiCase(
+        "created_after=0001-01-01T00:00:00+23:59",
+        lambda c: c.http.get("/v1/jobs", params={"created_after": "0001-01-01T00:00:00+23:59"}),
+        (422,),
+        "validation_error",
+        "query.created_after",
+    ),
+    ApiCase(
+        "task.data with a percent-encoded NUL (%00)",
+        lambda c: c.post_spec(spec(task={"data": f"file://{data_dir(c.deploy)}/x%00.npz"})),
+        (422,),
+        "validation_error",
+        "NUL bytes",
+    ),
+    ApiCase(
+        "X-Adaprune-Queue naming a queue no worker serves",
+        lambda c: c.http.post("/v1/jobs", json=spec(), headers={"X-Adaprune-Queue": "nobody"}),
+        (422,),
+        "unknown_queue",
+        "'nobody' is not served here",
+    ),
+    ApiCase(
+        "GET /v1/jobs/ with a foreign Host header",
+        lambda c: c.http.get("/v1/jobs/", headers={"Host": "evil.example"}),
+        (404,),
+        "not_found",
+        "Not Found",
+    ),
+    ApiCase(
         "no API key",
         lambda c: httpx.get(f"{c.deploy.url}/v1/jobs", timeout=10),
         (401,),
@@ -362,6 +429,39 @@ def _huge_labels(folder: Path, _marker: Path) -> dict[str, Any]:
     return spec(task={"data": _npz(folder, "huge.npz", _arrays(y_train=y))})
 
 
+def _non_finite_weights(
+    value: float, *, everywhere: bool = False
+) -> Callable[[Path, Path], dict[str, Any]]:
+    def build(folder: Path, _marker: Path) -> dict[str, Any]:
+        from safetensors.torch import save_file
+
+        from core.models import build_builtin
+
+        state = build_builtin("mlp", input_shape=(64,), num_classes=10).state_dict()
+        state = {key: tensor.clone().contiguous() for key, tensor in state.items()}
+        first = next(iter(state))
+        if everywhere:
+            state = {key: tensor.fill_(value) for key, tensor in state.items()}
+        state[first][0, 0] = value
+        path = folder / f"weights-{value}.safetensors"
+        save_file(state, str(path))
+        return spec(model__weights=f"file://{path}")
+
+    return build
+
+
+def _wrapping_labels(folder: Path, _marker: Path) -> dict[str, Any]:
+    y = (np.arange(40) % 2).astype(np.uint64)
+    y[5] = 2**63  # int64 would make it -2**63
+    return spec(task={"data": _npz(folder, "wrapping.npz", _arrays(y_train=y))})
+
+
+def _float32_overflow(folder: Path, _marker: Path) -> dict[str, Any]:
+    x = _arrays()["x_train"].astype(np.float64)
+    x[7, 1] = 1e39  # finite in float64, inf in float32
+    return spec(task={"data": _npz(folder, "overflow.npz", _arrays(x_train=x))})
+
+
 @dataclass(frozen=True)
 class WorkerCase:
     name: str
@@ -381,6 +481,36 @@ WORKER_CASES = [
     WorkerCase("NaN in the features", _nan_data, "data_invalid", "x_train: contains NaN"),
     WorkerCase("negative label", _negative_labels, "data_invalid", "y_train: negative label"),
     WorkerCase("label far out of range", _huge_labels, "data_invalid", "y_train: label"),
+    WorkerCase(
+        "NaN in the weights",
+        _non_finite_weights(float("nan")),
+        "model_load_failed",
+        "holds NaN or infinite values",
+    ),
+    WorkerCase(
+        "infinity in the weights",
+        _non_finite_weights(float("inf")),
+        "model_load_failed",
+        "holds NaN or infinite values",
+    ),
+    WorkerCase(
+        "finite weights of 3e38 everywhere (outputs overflow)",
+        _non_finite_weights(3e38, everywhere=True),
+        "training_diverged",
+        "the dense model's validation loss is",
+    ),
+    WorkerCase(
+        "label 2**63 (uint64; wraps negative as int64)",
+        _wrapping_labels,
+        "data_invalid",
+        "y_train: label 9223372036854775808 exceeds",
+    ),
+    WorkerCase(
+        "float64 feature 1e39 (inf as float32)",
+        _float32_overflow,
+        "data_invalid",
+        "x_train: values up to 1e+39 overflow float32",
+    ),
 ]
 
 

@@ -120,6 +120,7 @@ def settings(tmp_path: Path, redis_db: redis.Redis) -> ApiSettings:
         allowed_file_roots=str(tmp_path / "data"),
         max_body_bytes=4096,
         tenant_max_active_jobs=3,
+        served_queues="gpu,cpu-small",
     )
 
 

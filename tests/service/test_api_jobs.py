@@ -50,6 +50,23 @@ def test_queue_header_picks_the_queue(
     assert bad.json()["error"]["field"] == "header.x-adaprune-queue"
 
 
+def test_a_queue_no_worker_serves_is_refused_and_never_labels_a_metric(
+    api: TestClient, auth: dict[str, str], redis_db: redis.Redis, tiny_spec: Any
+) -> None:
+    headers = {**auth, "X-Adaprune-Queue": "nobody-reads-this"}
+    response = api.post("/v1/jobs", json=tiny_spec(), headers=headers)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "unknown_queue"
+    assert error["field"] == "header.x-adaprune-queue"
+    assert "'nobody-reads-this' is not served here; served: gpu, cpu-small" in error["message"]
+    assert api.get("/v1/jobs", headers=auth).json()["items"] == []
+    assert redis_db.llen("nobody-reads-this") == 0
+    metrics = api.get("/metrics").text
+    assert "nobody-reads-this" not in metrics
+    assert 'adaprune_queue_depth{queue="cpu-small"} 0.0' in metrics
+
+
 @pytest.mark.parametrize(
     ("change", "field"),
     [

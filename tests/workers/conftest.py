@@ -142,6 +142,7 @@ def _service(root: Path) -> Iterator[Service]:
         key = create_key(session, "acme")
     with store.tx() as session:
         tenant_id = get_or_create_tenant(session, "acme").id
+    queue = f"t-{secrets.token_hex(4)}"
     settings = ApiSettings(
         home=root / "home",
         database_url_env=database_url,
@@ -149,6 +150,7 @@ def _service(root: Path) -> Iterator[Service]:
         artifact_url_env=f"file://{artifact_dir}",
         heartbeat_s=HEARTBEAT_S,
         max_attempts=MAX_ATTEMPTS,
+        served_queues=(queue,),
     )
     env = {
         **os.environ,
@@ -166,7 +168,7 @@ def _service(root: Path) -> Iterator[Service]:
         root=root,
         database_url=database_url,
         artifact_dir=artifact_dir,
-        queue=f"t-{secrets.token_hex(4)}",
+        queue=queue,
         store=store,
         api=TestClient(create_app(settings)),
         key=key,
