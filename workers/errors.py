@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 import redis.exceptions
 import sqlalchemy.exc
 
@@ -52,3 +54,15 @@ def one_line(error: BaseException | str, *, limit: int = 500) -> str:
     """`error` as one line of at most `limit` characters, for the job's error_message."""
     text = " ".join(str(error).split()) or type(error).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# A local disk that is full, over quota, read-only or failing: the storage's fault, not the
+# job's; another worker (or this one, later) can run the job.
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
+
+
+def disk_error(error: BaseException) -> StorageUnavailable | None:
+    """`error` as a StorageUnavailable when it is a local disk failure, else None."""
+    if isinstance(error, OSError) and error.errno in DISK_ERRNOS:
+        return StorageUnavailable(f"local disk: {error.strerror or error}")
+    return None
