@@ -166,7 +166,7 @@ class JobRunner(HandBack):
             if not isinstance(infra, INFRA_ERRORS):
                 raise
             log.warning("job %s: infrastructure error: %s", job_id, infra)
-            if isinstance(infra, StorageUnavailable) and claim.attempt < self.settings.max_attempts:
+            if isinstance(infra, StorageUnavailable) and not last_try:
                 # Another worker, or this one a little later, may find the storage working.
                 reason = f"storage_unavailable: {one_line(infra)}"
                 pause = min(60.0, self.settings.heartbeat_s * 2 ** (claim.attempt - 1))
