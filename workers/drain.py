@@ -35,7 +35,9 @@ class Drain:
     """A process-wide request to stop, set by a signal and read by the running job."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        # Reentrant: a signal handler runs on the main thread, possibly while that thread is
+        # inside due(), and must not wait for itself.
+        self._lock = threading.RLock()
         self.reason: str | None = None
         self._deadline: float | None = None
         self._checkpointed = False

@@ -37,13 +37,7 @@ from service.storage import ArtifactStorage, artifact_key, job_prefix, storage_f
 from service.store import ArtifactRow, Claim, JobStore
 from workers.checkpoints import CheckpointMirror, storage_call
 from workers.drain import Drain
-from workers.errors import (
-    INFRA_ERRORS,
-    StorageUnavailable,
-    disk_error,
-    infra_code,
-    one_line,
-)
+from workers.errors import INFRA_ERRORS, StorageUnavailable, disk_error, infra_code, one_line
 from workers.handback import REQUEUED, SKIPPED, HandBack, newer_spec, store_write
 from workers.journal import JobJournal
 from workers.lease import Heartbeat
@@ -285,8 +279,8 @@ class JobRunner(HandBack):
             if self.drain.requested and not heartbeat.cancel_requested:
                 reason = f"its worker is stopping ({self.drain.reason})"
                 handed = self._hand_back(claim, reason=reason, counted=False)
-                if handed is not None or heartbeat.lost:
-                    return handed
+                if handed is not None or not self._cancel_asked(claim):
+                    return handed  # None: the lease goes stale and a reaper requeues the job
             return self._cancelled(claim, mirror)
         except PruningError as error:
             return self._fail(claim, code=error.code, message=one_line(error))
@@ -311,6 +305,10 @@ class JobRunner(HandBack):
         if outcome is not None:
             mirror.delete()
         return outcome
+
+    def _cancel_asked(self, claim: Claim) -> bool:
+        job = store_write(f"job {claim.job_id}: load", lambda: self.store.load_job(claim.job_id))
+        return job is not None and job.cancel_requested
 
     def _cancelled(self, claim: Claim, mirror: CheckpointMirror) -> str | None:
         outcome = self._finish(
