@@ -20,13 +20,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import IO
 
 import httpx
 import redis
 
-from cli.children import Child, check_children, supervise
+from cli.children import Child, check_children, stop_each, stop_process, stop_together
 from cli.ports import free_port, worker_metrics_ports
+from cli.supervisor import Supervised, Supervisor
 from core.contract.errors import AdapruneError
 from service.auth import create_key, hash_key
 from service.db.migrate import upgrade
@@ -39,7 +39,9 @@ KEY_FILE = "api_key"
 # sun_path holds 108 bytes on Linux (104 on macOS) including the terminating NUL.
 MAX_SOCKET_PATH = 100
 READY_TIMEOUT_S = 60.0
-STOP_GRACE_S = 5.0
+# A worker drains on SIGTERM (to its next checkpoint) and on SIGQUIT (at once); SIGKILL is the
+# last resort, and even then the job resumes from its checkpoint at the next start.
+WORKER_STOP = (signal.SIGTERM, signal.SIGQUIT, signal.SIGQUIT, signal.SIGQUIT, signal.SIGKILL)
 # prctl(2) option: the signal the kernel sends a process when its parent thread exits.
 PR_SET_PDEATHSIG = 1
 
@@ -160,21 +162,6 @@ class EmbeddedRedis:
             self.process = None
 
 
-def stop_process(
-    process: subprocess.Popen[bytes], *, signals: tuple[signal.Signals, ...]
-) -> int | None:
-    """Send each signal in turn, waiting STOP_GRACE_S after each, until the process exits."""
-    for signum in signals:
-        if process.poll() is not None:
-            break
-        process.send_signal(signum)
-        try:
-            process.wait(timeout=STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            continue
-    return process.poll()
-
-
 def ensure_api_key(store: JobStore, home: Path) -> str:
     """The saved API key of the default tenant if it still works, else a new one (saved)."""
     path = home / KEY_FILE
@@ -276,54 +263,70 @@ def up(*, port: int = 8000, workers: int = 1, demo_spec: Path | None = None) -> 
     settings.home.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     url = f"http://127.0.0.1:{port}"
-    children: list[subprocess.Popen[bytes]] = []
-    watched: list[Child] = []
     logs = settings.home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    log_files: list[IO[bytes]] = []
+    entries: list[Supervised] = []
 
-    def log_to(name: str) -> IO[bytes]:
+    def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
         # service output goes to files, so the terminal keeps only what `up` itself prints
-        handle = (logs / name).open("ab")
-        log_files.append(handle)
-        return handle
+        with log.open("ab") as handle:
+            return subprocess.Popen(
+                args,
+                env=env,
+                start_new_session=True,
+                preexec_fn=die_with_parent(),
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+            )
+
+    def watch(name: str, log: Path, start: Callable[[], subprocess.Popen[bytes]]) -> None:
+        entries.append(Supervised(Child(name, start(), log), start))
+
+    def restart_redis() -> subprocess.Popen[bytes]:
+        embedded.stop()
+        embedded.start()
+        assert embedded.process is not None
+        return embedded.process
+
+    def check() -> None:
+        check_children([entry.child for entry in entries])
 
     with _signals_raise():
         try:
             embedded.start()
+            assert embedded.process is not None
+            entries.append(
+                Supervised(
+                    Child("embedded Redis", embedded.process, embedded.directory / "redis.log"),
+                    restart_redis,
+                )
+            )
             upgrade(settings.database_url)
             store = JobStore.from_url(settings.database_url)
             key = ensure_api_key(store, settings.home)
             store.engine.dispose()
             env = child_environment(settings=settings, redis_url=embedded.url)
-            api = subprocess.Popen(
-                _cli("api", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"),
-                env=env,
-                start_new_session=True,
-                preexec_fn=die_with_parent(),
-                stdout=log_to("api.log"),
-                stderr=subprocess.STDOUT,
+            api_args = _cli(
+                "api", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"
             )
-            children.append(api)
-            watched.append(Child("API", api, logs / "api.log"))
+            watch(
+                "API", logs / "api.log", functools.partial(spawn, api_args, env, logs / "api.log")
+            )
             for index, metrics_port in enumerate(metrics_ports):
                 worker_env = dict(env, ADAPRUNE_METRICS_PORT=str(metrics_port))
-                worker = subprocess.Popen(
-                    _cli("worker", "--log-level", "WARNING", "--quiet"),
-                    env=worker_env,
-                    start_new_session=True,
-                    preexec_fn=die_with_parent(),
-                    stdout=log_to(f"worker-{index}.log"),
-                    stderr=subprocess.STDOUT,
+                log = logs / f"worker-{index}.log"
+                worker_args = _cli("worker", "--log-level", "WARNING", "--quiet")
+                watch(
+                    f"worker {index}", log, functools.partial(spawn, worker_args, worker_env, log)
                 )
-                children.append(worker)
-                watched.append(Child(f"worker {index}", worker, logs / f"worker-{index}.log"))
-            wait_ready(url, api, check=lambda: check_children(watched))
+            wait_ready(url, entries[1].process, check=check)
             print(f"adaprune API: {url}", file=sys.stderr)
             ports = ", ".join(str(p) for p in metrics_ports) if any(metrics_ports) else "off"
             print(f"worker metrics ports: {ports}", file=sys.stderr)
             print(f"API key (tenant {DEFAULT_TENANT!r}): {key}", file=sys.stderr)
             print(f"state: {settings.home} (logs in {logs})", file=sys.stderr)
+            # From here on a child that dies is started again (cli.supervisor).
+            supervisor = Supervisor(entries)
             if demo_spec is not None:
                 from cli.demo import run_demo
 
@@ -332,43 +335,28 @@ def up(*, port: int = 8000, workers: int = 1, demo_spec: Path | None = None) -> 
                     api_key=key,
                     spec_path=demo_spec,
                     home=settings.home,
-                    check=lambda: check_children(watched),
+                    check=supervisor.tick,
                 )
             print("press Ctrl-C to stop", file=sys.stderr)
-            return supervise(watched)
+            return supervisor.run()
         except Shutdown:
             print("stopping", file=sys.stderr)
             return 0
         finally:
             # From here on a second Ctrl-C must not cut the clean-up short.
             _ignore_shutdown_signals()
-            worker_stop = (signal.SIGTERM, signal.SIGQUIT, signal.SIGKILL)
-            # Workers: warm shutdown, then cold (the job resumes from its checkpoint later).
+            worker_processes = [entry.process for entry in entries[2:]]
+            # Workers first, all at once: each drains (its job goes back to the queue and
+            # resumes from its checkpoint at the next start), which needs Redis and the API's
+            # database to still be there.
             stops: list[Callable[[], object]] = [
-                functools.partial(stop_process, child, signals=worker_stop)
-                for child in children[1:]
+                functools.partial(stop_together, worker_processes, signals=WORKER_STOP)
             ]
             stops += [
-                functools.partial(stop_process, child, signals=(signal.SIGTERM, signal.SIGKILL))
-                for child in children[:1]
+                functools.partial(
+                    stop_process, entry.process, signals=(signal.SIGTERM, signal.SIGKILL)
+                )
+                for entry in entries[1:2]
             ]
             stops.append(embedded.stop)
-            try:
-                stop_each(stops)
-            finally:
-                for handle in log_files:
-                    handle.close()
-
-
-def stop_each(stops: list[Callable[[], object]]) -> None:
-    """Call every function in `stops` in order; one that raises does not skip the rest.
-
-    Raises:
-        The error of a stop that failed (after all the others ran).
-    """
-    if not stops:
-        return
-    try:
-        stops[0]()
-    finally:
-        stop_each(stops[1:])
+            stop_each(stops)

@@ -8,11 +8,11 @@ Both modes read the worker's own Prometheus endpoint on 127.0.0.1:$ADAPRUNE_METR
         than 3 x ADAPRUNE_HEARTBEAT_S (the service's stale-lease rule); exit 1 otherwise.
 
     worker_probe.py drain [--pid 1] [--timeout 540]
-        Kubernetes preStop hook. Sends SIGTERM to the worker (Celery warm shutdown: it stops
-        taking jobs), then waits until the worker is idle or the running job finishes a step
-        (adaprune_steps_total grows, so a fresh checkpoint exists). If a job is still running
-        then, it sends SIGQUIT (Celery cold shutdown): the job's message was never acked
-        (acks_late), so it is redelivered and resumed from that checkpoint by another worker.
+        Kubernetes preStop hook. Sends SIGTERM to the worker (it stops taking jobs and hands
+        the running job back to the queue at its next checkpoint), then waits until the worker
+        is idle or the running job finishes a step (adaprune_steps_total grows, so a fresh
+        checkpoint exists). If a job is still running then, it sends SIGQUIT: the worker hands
+        the job back at once, and another worker resumes it from that checkpoint.
 """
 
 from __future__ import annotations

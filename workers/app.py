@@ -54,6 +54,9 @@ def configure(settings: WorkerSettings, *, celery: Celery = app) -> Celery:
         task_reject_on_worker_lost=True,
         task_acks_on_failure_or_timeout=True,
         worker_prefetch_multiplier=1,
+        # A lost broker connection must not cancel the running job: it goes on, and its
+        # message is acknowledged (or redelivered) once the connection is back.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         worker_concurrency=1,
         worker_pool="solo",
         worker_hijack_root_logger=False,

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import re
+
 import redis.exceptions
 import sqlalchemy.exc
 
@@ -52,3 +56,33 @@ def one_line(error: BaseException | str, *, limit: int = 500) -> str:
     """`error` as one line of at most `limit` characters, for the job's error_message."""
     text = " ".join(str(error).split()) or type(error).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# A local disk that is full, over quota, read-only or failing: the storage's fault, not the
+# job's; another worker (or this one, later) can run the job.
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
+
+
+# How Rust's io::Error shows its errno, in errors of Rust-backed libraries (safetensors).
+_RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+def _errno_of(error: BaseException) -> int | None:
+    if isinstance(error, OSError):
+        return error.errno
+    match = _RUST_OS_ERROR.search(str(error))
+    return int(match[1]) if match else None
+
+
+def disk_error(error: BaseException) -> StorageUnavailable | None:
+    """`error` (or an error it was raised from) as a StorageUnavailable when it is a local
+    disk failure (full, over quota, read-only, failing), else None."""
+    seen: BaseException | None = error
+    for _ in range(8):  # the chain of causes, bounded
+        if seen is None:
+            break
+        number = _errno_of(seen)
+        if number in DISK_ERRNOS:
+            return StorageUnavailable(f"local disk: {os.strerror(number or 0)}")
+        seen = seen.__cause__ or seen.__context__
+    return None

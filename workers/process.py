@@ -12,6 +12,7 @@ from core.spec import PRUNE_TASK
 from workers import tasks
 from workers.app import app, configure
 from workers.broker import BrokerView
+from workers.drain import Drain, DrainingPool, install_signal_handlers
 from workers.lease import Reaper
 from workers.metrics import WorkerMetrics
 from workers.runner import JobRunner
@@ -26,8 +27,8 @@ def run_worker(
     """Consume `queues` (default: the served queues, `SharedSettings.queues`) until told to stop.
 
     One job runs at a time, in this process (solo pool: no fork, so CUDA is only ever
-    initialised here). SIGTERM finishes the running job first (warm shutdown); SIGQUIT stops at
-    once, and the job resumes from its last checkpoint on another worker.
+    initialised here). SIGTERM, SIGINT and SIGQUIT drain (`workers.drain`): the running job
+    goes back to the queue and resumes from its checkpoint on the next worker.
 
     Args:
         queues: queue names to consume.
@@ -62,6 +63,9 @@ def run_worker(
         app.send_task(PRUNE_TASK, args=[job_id], queue=queue)
 
     runner.send = send
+    drain = Drain()
+    runner.drain = drain
+    DrainingPool.drain = drain
 
     broker = BrokerView(settings.redis_url)
     reaper = Reaper(
@@ -73,10 +77,17 @@ def run_worker(
     )
     reaper.start()
     log.info("worker %s: metrics on port %s, lease owner %s", os.getpid(), port, runner.owner)
-    worker = app.Worker(
+
+    class DrainingWorker(app.Worker):  # type: ignore[misc]
+        def install_platform_tweaks(self, worker: object) -> None:
+            super().install_platform_tweaks(worker)
+            # After Celery's own handlers, which these replace (see workers.drain).
+            install_signal_handlers(drain, grace_s=settings.drain_grace_s, on_stop=_stop_consuming)
+
+    worker = DrainingWorker(
         hostname=f"adaprune-{os.getpid()}@{socket.gethostname()}",
         queues=list(queues or settings.queues),
-        pool="solo",
+        pool=DrainingPool,
         concurrency=1,
         loglevel=log_level.upper(),
         without_gossip=True,
@@ -91,3 +102,10 @@ def run_worker(
         broker.close()
         runner.store.engine.dispose()
     return int(worker.exitcode or 0)
+
+
+def _stop_consuming() -> None:
+    """Celery's warm shutdown: no new message, exit once the running task has returned."""
+    from celery.worker import state
+
+    state.should_stop = 0

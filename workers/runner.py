@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -29,7 +29,6 @@ from core.contract.jsonsafe import json_safe
 from core.contract.layout import MANIFEST, sha256_file
 from core.contract.records import JobResult, Manifest
 from core.contract.specfile import describe_validation
-from core.contract.version import SPEC_VERSION
 from core.errors import PruneCancelled, PruningError
 from core.report import StepReport
 from core.spec import JobSpec
@@ -37,18 +36,18 @@ from service.policy import DataPolicy, check_policy
 from service.storage import ArtifactStorage, artifact_key, job_prefix, storage_from_url
 from service.store import ArtifactRow, Claim, JobStore
 from workers.checkpoints import CheckpointMirror, storage_call
-from workers.errors import DATABASE_ERRORS, INFRA_ERRORS, infra_code, one_line
+from workers.drain import Drain
+from workers.errors import INFRA_ERRORS, StorageUnavailable, disk_error, infra_code, one_line
+from workers.handback import REQUEUED, SKIPPED, HandBack, newer_spec, store_write
 from workers.journal import JobJournal
 from workers.lease import Heartbeat
 from workers.metrics import WorkerMetrics
-from workers.retry import retry_for
 from workers.settings import WorkerSettings
 from workers.sources import SourceFetcher, SourceRefused
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-SKIPPED = "skipped"
-REQUEUED = "requeued"
+# What run() catches: an OSError counts when it is a local disk failure (disk_error).
+INFRA_OR_DISK_ERRORS: tuple[type[Exception], ...] = (*INFRA_ERRORS, OSError)
 
 
 def lease_owner() -> str:
@@ -65,15 +64,9 @@ class EngineOutput:
     files: list[str] = field(default_factory=list)
 
 
-def _newer_spec(spec: dict[str, Any]) -> bool:
-    """Whether a stored spec names a spec_version newer than this code's SPEC_VERSION."""
-    version = spec.get("spec_version", 1)
-    return isinstance(version, int) and not isinstance(version, bool) and version > SPEC_VERSION
-
-
-def store_write(what: str, call: Callable[[], T]) -> T:
-    """Run a store operation, retrying it in place while the database is unreachable."""
-    return retry_for(what, call, errors=DATABASE_ERRORS)
+def _upload_checkpoint(mirror: CheckpointMirror, drain: Drain, step_dir: Path) -> None:
+    mirror.upload(step_dir)
+    drain.checkpointed()  # a drained job stops here, losing nothing
 
 
 def free_accelerator_memory() -> None:
@@ -84,7 +77,7 @@ def free_accelerator_memory() -> None:
         torch.cuda.empty_cache()
 
 
-class JobRunner:
+class JobRunner(HandBack):
     """Runs queued jobs for one worker process."""
 
     def __init__(
@@ -105,6 +98,8 @@ class JobRunner:
         # Sends a job id to a queue; without it a released job is re-sent by a reaper's
         # lost-message recovery instead.
         self.send = send
+        # Set by a stop signal (workers.drain): the running job is handed back to the queue.
+        self.drain = Drain()
 
     @classmethod
     def from_settings(cls, settings: WorkerSettings, *, metrics: WorkerMetrics) -> JobRunner:
@@ -140,8 +135,10 @@ class JobRunner:
         if claim is None:
             log.info("job %s: not taken (final, leased elsewhere or out of attempts)", job_id)
             return SKIPPED
-        if not claim.cancel_requested and _newer_spec(claim.spec):
+        if not claim.cancel_requested and newer_spec(claim.spec):
             return self._requeue(claim)
+        if self.drain.requested and not claim.cancel_requested:
+            return self._hand_back(claim, reason="its worker is stopping", counted=False) or SKIPPED
         log.info("job %s: attempt %d on %s", job_id, claim.attempt, self.owner)
         # The next claim would exceed the cap: fail with the real error now, not a bare
         # "attempts exhausted" later.
@@ -159,39 +156,26 @@ class JobRunner:
                 cancel_requested=claim.cancel_requested,
             ) as heartbeat:
                 outcome = self._run_claimed(claim, heartbeat)
-        except INFRA_ERRORS as error:
-            log.warning("job %s: infrastructure error: %s", job_id, error)
-            if not last_try:
-                JobJournal(self.store, owner=self.owner, claim=claim).retry(error)
+        except INFRA_OR_DISK_ERRORS as error:
+            infra = disk_error(error) or error
+            if not isinstance(infra, INFRA_ERRORS):
                 raise
-            outcome = self._fail_quietly(claim, code=infra_code(error), message=one_line(error))
+            log.warning("job %s: infrastructure error: %s", job_id, infra)
+            if isinstance(infra, StorageUnavailable) and not last_try:
+                # Another worker, or this one a little later, may find the storage working.
+                reason = f"storage_unavailable: {one_line(infra)}"
+                pause = min(60.0, self.settings.heartbeat_s * 2 ** (claim.attempt - 1))
+                outcome = self._hand_back(claim, reason=reason, counted=True, pause_s=pause)
+            elif not last_try:
+                JobJournal(self.store, owner=self.owner, claim=claim).retry(infra)
+                raise
+            else:
+                outcome = self._fail_quietly(claim, code=infra_code(infra), message=one_line(infra))
         finally:
-            self.metrics.job_ended(outcome=outcome, seconds=time.monotonic() - started)
+            final = outcome if outcome != REQUEUED else None
+            self.metrics.job_ended(outcome=final, seconds=time.monotonic() - started)
             free_accelerator_memory()
         return outcome or "lost"
-
-    def _requeue(self, claim: Claim) -> str:
-        """Hand a job this worker is too old for back to the queue, for a newer worker."""
-        log.info(
-            "job %s: spec_version %s is newer than this worker's %d; back to queue %s for a "
-            "newer worker (attempt not counted)",
-            claim.job_id,
-            claim.spec.get("spec_version"),
-            SPEC_VERSION,
-            claim.queue,
-        )
-        released = store_write(
-            f"job {claim.job_id}: release",
-            lambda: self.store.release(claim.job_id, owner=self.owner),
-        )
-        if not released:
-            return SKIPPED
-        # A pause before the message goes back: with only old workers on the queue, the job
-        # would otherwise bounce between them as fast as they can claim it.
-        time.sleep(self.settings.heartbeat_s)
-        if self.send is not None:
-            self.send(claim.job_id, claim.queue)
-        return REQUEUED
 
     def _observe_start(self, claim: Claim) -> None:
         self.metrics.job_started()
@@ -308,12 +292,20 @@ class JobRunner:
         except PruneCancelled:
             if heartbeat.lost:
                 return None
+            if self.drain.requested and not heartbeat.cancel_requested:
+                reason = f"its worker is stopping ({self.drain.reason})"
+                handed = self._hand_back(claim, reason=reason, counted=False)
+                if handed is not None or not self._cancel_asked(claim):
+                    return handed  # None: the lease goes stale and a reaper requeues the job
             return self._cancelled(claim, mirror)
         except PruningError as error:
             return self._fail(claim, code=error.code, message=one_line(error))
         except INFRA_ERRORS:
             raise
         except Exception as error:  # a bug or an unexpected library error: fail, never hang
+            disk = disk_error(error)
+            if disk is not None:
+                raise disk from error
             log.exception("job %s: unexpected error", claim.job_id)
             return self._fail(
                 claim, code="internal_error", message=one_line(f"{type(error).__name__}: {error}")
@@ -329,6 +321,10 @@ class JobRunner:
         if outcome is not None:
             mirror.delete()
         return outcome
+
+    def _cancel_asked(self, claim: Claim) -> bool:
+        job = store_write(f"job {claim.job_id}: load", lambda: self.store.load_job(claim.job_id))
+        return job is not None and job.cancel_requested
 
     def _cancelled(self, claim: Claim, mirror: CheckpointMirror) -> str | None:
         outcome = self._finish(
@@ -397,8 +393,8 @@ class JobRunner:
             resume=resume,
             on_step=on_step,
             on_phase=on_phase,
-            on_checkpoint=mirror.upload,
-            should_stop=heartbeat.should_stop,
+            on_checkpoint=functools.partial(_upload_checkpoint, mirror, self.drain),
+            should_stop=lambda: heartbeat.should_stop() or self.drain.due(),
             on_data=on_data,
             sources=sources,
         )

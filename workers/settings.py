@@ -17,6 +17,8 @@ class WorkerSettings(SharedSettings):
     device: str = "auto"
     metrics_port: int = Field(default=9100, ge=0, le=65535)
     metrics_host: str = "0.0.0.0"
+    # How long SIGTERM lets a running job go on to its next checkpoint before it is requeued.
+    drain_grace_s: float = Field(default=300.0, ge=0, le=86400)
 
     @field_validator("device")
     @classmethod

@@ -5,12 +5,14 @@ from __future__ import annotations
 import uuid
 
 from celery import Task
+from celery.exceptions import Reject
 
 from core.spec import PRUNE_TASK
 from workers.app import app
 from workers.errors import INFRA_ERRORS
+from workers.handback import SKIPPED
 from workers.metrics import WorkerMetrics
-from workers.runner import SKIPPED, JobRunner
+from workers.runner import JobRunner
 from workers.settings import WorkerSettings
 
 # Infrastructure errors are retried this often (backoff 2, 4, 8, ... up to 60 s), then the job
@@ -50,5 +52,9 @@ def prune(self: Task, job_id: str) -> str:
         uuid.UUID(str(job_id))
     except ValueError:
         return SKIPPED
+    runner = get_runner()
+    if runner.drain.requested:
+        # Delivered while this worker stops: back to the broker untouched, for another worker.
+        raise Reject("the worker is stopping", requeue=True)
     last_try = self.request.retries >= INFRA_RETRIES
-    return get_runner().run(str(job_id), last_try=last_try)
+    return runner.run(str(job_id), last_try=last_try)

@@ -1,6 +1,10 @@
-"""Operational routes: liveness, readiness (database and Redis) and Prometheus metrics."""
+"""Operational routes: liveness, readiness (database, Redis, storage) and Prometheus metrics."""
 
 from __future__ import annotations
+
+import errno
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as ProbeTimeout
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
@@ -11,6 +15,10 @@ from starlette.responses import Response
 from service.deps import ServicesDep
 
 router = APIRouter(tags=["operations"])
+# A storage that hangs (an S3 endpoint that never answers) must not hang readiness: the probe
+# runs beside the request and counts as failed after STORAGE_PROBE_S.
+STORAGE_PROBE_S = 5.0
+_probes = ThreadPoolExecutor(max_workers=2, thread_name_prefix="storage-probe")
 
 
 @router.get("/healthz")
@@ -21,7 +29,10 @@ def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 def readyz(services: ServicesDep) -> JSONResponse:
-    """Readiness: 200 when the database and Redis answer, else 503 naming what failed."""
+    """Readiness: 200 when the database, Redis and storage answer, else 503 naming what failed.
+
+    The storage check writes and deletes a small object (`ArtifactStorage.probe`).
+    """
     checks: dict[str, str] = {}
     try:
         with services.store.engine.connect() as connection:
@@ -34,6 +45,16 @@ def readyz(services: ServicesDep) -> JSONResponse:
         checks["redis"] = "ok"
     except Exception as error:
         checks["redis"] = f"unavailable: {type(error).__name__}"
+    try:
+        _probes.submit(services.storage.probe).result(timeout=STORAGE_PROBE_S)
+        checks["storage"] = "ok"
+    except ProbeTimeout:
+        checks["storage"] = f"unavailable: no answer within {STORAGE_PROBE_S:g}s"
+    except Exception as error:
+        # The type and errno say enough (ENOSPC, EROFS); paths and endpoints stay out.
+        number = getattr(error, "errno", None)
+        name = errno.errorcode.get(number, "") if isinstance(number, int) else ""
+        checks["storage"] = f"unavailable: {type(error).__name__}" + (f" ({name})" if name else "")
     failed = [name for name, status in checks.items() if status != "ok"]
     if not failed:
         return JSONResponse({"status": "ready", "checks": checks})

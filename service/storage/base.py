@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import abc
+import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +12,8 @@ from service.errors import InvalidKey
 
 MAX_KEY_LENGTH = 1024
 DEFAULT_CHUNK = 1 << 16
+# Readiness probes write and delete a small object here, outside every tenant's prefix.
+PROBE_PREFIX = "_readyz/"
 
 
 def check_key(key: str, *, prefix: bool = False) -> str:
@@ -100,3 +104,13 @@ class ArtifactStorage(abc.ABC):
     def presigned_url(self, key: str, ttl: int) -> str | None:
         """A URL that serves the object for `ttl` seconds without credentials, or None when the
         backend cannot make one (file://: the API streams the bytes itself)."""
+
+    def probe(self) -> None:
+        """Write a small object and delete it again: raises what the storage raises.
+
+        A full disk, a read-only mount, a vanished root or an unreachable S3 endpoint all
+        fail here, so a readiness check can say so.
+        """
+        key = check_key(f"{PROBE_PREFIX}{socket.gethostname()}-{os.getpid()}")
+        self.put_bytes(key, b"ok\n")
+        self.delete_prefix(key)

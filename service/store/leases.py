@@ -35,11 +35,13 @@ class Claim:
     spec: dict[str, Any]
     queue: str
     cancel_requested: bool
+    # The job ran before this claim, on an attempt that was handed back (a drained worker).
+    ran_before: bool = False
 
     @property
     def resumed(self) -> bool:
         """True when an earlier attempt ran (the worker resumes from its checkpoint)."""
-        return self.attempt > 1
+        return self.attempt > 1 or self.ran_before
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,7 @@ class LeaseOps(StoreBase):
             ),
         )
         with self.tx() as session:
+            ran_before = session.scalar(select(Job.started_at).where(Job.id == job_id))
             taken = session.execute(
                 update(Job)
                 .where(Job.id == job_id, takeable, Job.attempt < max_attempts)
@@ -127,6 +130,7 @@ class LeaseOps(StoreBase):
                     spec=dict(job.spec),
                     queue=job.queue,
                     cancel_requested=job.cancel_requested,
+                    ran_before=ran_before is not None,
                 )
             exhausted = session.execute(
                 update(Job)

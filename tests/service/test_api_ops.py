@@ -106,7 +106,23 @@ def test_readiness_and_liveness(api: TestClient) -> None:
     assert api.get("/healthz").json() == {"status": "ok"}
     ready = api.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"database": "ok", "redis": "ok"}
+    assert ready.json()["checks"] == {"database": "ok", "redis": "ok", "storage": "ok"}
+
+
+def test_readiness_names_a_storage_that_cannot_be_written(
+    settings: ApiSettings, tmp_path: Path
+) -> None:
+    gone = tmp_path / "gone"
+    gone.write_text("a file where the storage root should be")
+    update = {"artifact_url_env": f"file://{gone}/artifacts"}
+    with TestClient(create_app(settings.model_copy(update=update))) as api:
+        ready = api.get("/readyz")
+    assert ready.status_code == 503
+    body = ready.json()
+    assert body["checks"]["storage"] == "unavailable: NotADirectoryError (ENOTDIR)"
+    assert (body["checks"]["database"], body["checks"]["redis"]) == ("ok", "ok")
+    assert body["error"] == {"code": "not_ready", "message": "unavailable: storage"}
+    assert str(gone) not in ready.text
 
 
 def test_readiness_names_a_dead_database(settings: ApiSettings) -> None:

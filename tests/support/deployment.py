@@ -211,7 +211,7 @@ def deployment(root: Path) -> Iterator[Deployment]:
                 [sys.executable, "-m", "cli", "worker", "--queue", queue, "--quiet"],
                 log=worker_log,
                 env=dict(env, ADAPRUNE_METRICS_PORT=str(metrics_port)),
-                # Celery's cold shutdown; the job has finished by then.
+                # stops at once (a drain); the job has finished by then.
                 stop_signal=signal.SIGQUIT,
             )
         )

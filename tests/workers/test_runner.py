@@ -1,4 +1,5 @@
-"""The runner in-process: infrastructure errors are retried from the checkpoint or fail clearly."""
+"""The runner in-process: a storage outage requeues the job (it resumes from its checkpoint) or,
+on the last try, fails it clearly."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from service.db.migrate import upgrade
 from service.storage import FileStorage
 from service.store import JobStore
 from tests.support.deployment import tiny_spec
-from workers.errors import StorageUnavailable
 from workers.metrics import WorkerMetrics
 from workers.runner import JobRunner
 from workers.settings import WorkerSettings
@@ -41,7 +41,7 @@ def store(tmp_path: Path) -> Iterator[JobStore]:
 
 
 def _runner(store: JobStore, tmp_path: Path) -> JobRunner:
-    settings = WorkerSettings(home=tmp_path / "home", heartbeat_s=5.0, device="cpu")
+    settings = WorkerSettings(home=tmp_path / "home", heartbeat_s=1.0, device="cpu")
     return JobRunner(
         settings=settings,
         store=store,
@@ -69,15 +69,16 @@ def test_storage_outage_on_the_last_try_fails_the_job_with_a_clear_code(
     assert store.list_artifacts(job_id) == []
 
 
-def test_storage_outage_is_retried_and_the_retry_resumes_from_the_checkpoint(
+def test_storage_outage_requeues_the_job_and_the_next_attempt_resumes_from_the_checkpoint(
     store: JobStore, tmp_path: Path
 ) -> None:
     job_id = _job(store)
     runner = _runner(store, tmp_path)
-    with pytest.raises(StorageUnavailable):
-        runner.run(job_id, last_try=False)
+    assert runner.run(job_id, last_try=False) == "requeued"
     job = store.load_job(job_id)
-    assert job is not None and (job.state, job.lease_owner) == ("running", "worker-a")
+    assert job is not None and (job.state, job.lease_owner, job.attempt) == ("queued", None, 1)
+    event = [e for e in store.list_events(job_id) if e.kind == "requeued"][-1]
+    assert event.data["attempt_counted"] is True and "unreachable" in event.message
     steps_before = [(row.step, row.attempt) for row in store.list_steps(job_id)]
 
     OutageStorage.down = False
