@@ -14,6 +14,22 @@ from torch import Tensor, nn
 
 _WEIGHT_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _RNN_PREFIXES = ("weight_ih_l", "weight_hh_l")
+# a model may name modules pruning leaves alone: {module path: reason} in this attribute
+EXCLUDED_ATTRIBUTE = "prune_excluded"
+
+
+def excluded_modules(model: nn.Module) -> dict[str, str]:
+    """The modules `model` asks pruning to leave alone (and everything under them), with why."""
+    excluded = getattr(model, EXCLUDED_ATTRIBUTE, None)
+    return dict(excluded) if isinstance(excluded, dict) else {}
+
+
+def exclusion_of(name: str, excluded: dict[str, str]) -> str | None:
+    """The reason module `name` is excluded (it or a module above it is listed), else None."""
+    for prefix, reason in excluded.items():
+        if name == prefix or name.startswith(f"{prefix}."):
+            return reason
+    return None
 
 
 def prunable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
@@ -21,8 +37,9 @@ def prunable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
 
     These are the weights of nn.Linear and nn.Conv1d/2d/3d and the input/hidden matrices
     (`weight_ih_l*`, `weight_hh_l*`) of recurrent modules (nn.RNN, nn.LSTM, nn.GRU). Biases,
-    normalisation layers and embeddings are never included; a parameter shared between modules
-    is listed once, under its first name.
+    normalisation layers and embeddings are never included, nor the modules the model lists in
+    its `prune_excluded` attribute (a Hugging Face model's classifier or LM head); a parameter
+    shared between modules is listed once, under its first name.
 
     Args:
         model: the model to inspect.
@@ -32,7 +49,11 @@ def prunable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     """
     found: dict[str, nn.Parameter] = {}
     seen: set[int] = set()
+    excluded = excluded_modules(model)
     for module_name, module in model.named_modules():
+        if excluded and exclusion_of(module_name, excluded) is not None:
+            seen.update(id(param) for param in module.parameters(recurse=False))
+            continue
         prefix = f"{module_name}." if module_name else ""
         candidates: list[tuple[str, nn.Parameter]] = []
         if isinstance(module, _WEIGHT_MODULES) and isinstance(module.weight, nn.Parameter):

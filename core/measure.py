@@ -27,7 +27,7 @@ from torch.nn.utils import parametrize, prune
 
 from core.data import TaskData
 from core.latency import compare_latency
-from core.masks import measured_sparsity, prunable_parameters
+from core.masks import excluded_modules, exclusion_of, measured_sparsity, prunable_parameters
 from core.structured import count_macs_params, nonzero_params
 
 Evaluate = Callable[[nn.Module, np.ndarray, np.ndarray], float]
@@ -90,7 +90,10 @@ def size(model: nn.Module, example: Tensor) -> dict[str, int]:
     return {"params": int(params), "nonzero": int(nonzero_params(model)), "macs": int(macs)}
 
 
-def _exclusion_reason(module: nn.Module) -> str:
+def _exclusion_reason(module: nn.Module, name: str, excluded: dict[str, str]) -> str:
+    listed = exclusion_of(name, excluded)
+    if listed is not None:
+        return listed
     if isinstance(module, _EMBEDDINGS):
         return "embedding: rows are looked up, not multiplied; never pruned"
     if isinstance(module, _NORMS):
@@ -106,6 +109,7 @@ def excluded_parameters(model: nn.Module) -> list[dict[str, Any]]:
     "biases". A parameter shared between modules counts once, under its first owner.
     """
     prunable = {id(param) for param in prunable_parameters(model).values()}
+    excluded = excluded_modules(model)
     seen: set[int] = set()
     entries: list[dict[str, Any]] = []
     biases = 0
@@ -120,7 +124,11 @@ def excluded_parameters(model: nn.Module) -> list[dict[str, Any]]:
             biases += count
             continue
         entries.append(
-            {"name": module_name or "(model)", "params": count, "reason": _exclusion_reason(module)}
+            {
+                "name": module_name or "(model)",
+                "params": count,
+                "reason": _exclusion_reason(module, module_name, excluded),
+            }
         )
     if biases:
         entries.append(
