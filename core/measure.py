@@ -96,7 +96,8 @@ def _exclusion_reason(module: nn.Module, name: str, excluded: dict[str, str]) ->
         return listed
     if isinstance(module, _EMBEDDINGS):
         return "embedding: rows are looked up, not multiplied; never pruned"
-    if isinstance(module, _NORMS):
+    # transformers' own norms (LlamaRMSNorm, T5LayerNorm, ...) are named for what they are
+    if isinstance(module, _NORMS) or type(module).__name__.endswith("Norm"):
         return "normalisation layer: never pruned"
     return f"{type(module).__name__} is not a prunable layer type"
 

@@ -37,7 +37,8 @@ def check_policy(
     Args:
         spec: a spec that already passed JobSpec validation.
         allowed_entrypoints: module prefixes user factories may come from (empty: none).
-        allowed_file_roots: directories file:// data and weights must lie in (empty: none).
+        allowed_file_roots: directories file:// data, weights and model directories must lie
+            in (empty: none).
     """
     problems: list[PolicyViolation] = []
     entrypoint = spec.model.entrypoint
@@ -49,11 +50,7 @@ def check_policy(
                 f"{entrypoint!r} is not under an allowed module: {allow_list.describe()}",
             )
         )
-    for field, uri in (("model.weights", spec.model.weights), ("task.data", spec.task.data)):
-        if (
-            uri is not None
-            and uri.startswith("file://")
-            and not file_allowed(uri, allowed_file_roots)
-        ):
+    for field, uri in spec.uris():
+        if uri.startswith("file://") and not file_allowed(uri, allowed_file_roots):
             problems.append(PolicyViolation(field, f"{uri!r} is outside the allowed file roots"))
     return problems

@@ -13,10 +13,14 @@ from core.losses import IGNORE
 
 
 def head_modules(model: nn.Module) -> list[str]:
-    """The model's top-level modules outside its base model (the task head: classifier,
-    score, lm_head), by name."""
+    """The model's top-level modules with parameters outside its base model (the task head:
+    classifier, score, lm_head), by name."""
     base = getattr(model, "base_model_prefix", "")
-    return [name for name, _ in model.named_children() if name != base]
+    return [
+        name
+        for name, module in model.named_children()
+        if name != base and any(True for _ in module.parameters())
+    ]
 
 
 class TextClassification:
