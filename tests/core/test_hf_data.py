@@ -120,7 +120,7 @@ def test_pickle_weights_are_refused_as_model_load_failed(bert_dir, tmp_path):
     assert info.value.code == "model_load_failed"
     (copy / "pytorch_model.bin").unlink()
     (copy / "model.safetensors").unlink()
-    with pytest.raises(ModelLoadFailed, match="no \\*.safetensors"):
+    with pytest.raises(ModelLoadFailed, match=r"no \*\.safetensors"):
         _prepare(copy, {**task, "val_fraction": 0.25}, tmp_path / "cache")
 
 
