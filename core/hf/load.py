@@ -35,6 +35,7 @@ def force_offline() -> None:
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     os.environ["HF_DATASETS_OFFLINE"] = "1"
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
     if "torchvision" in sys.modules or "transformers" in sys.modules:
         return
     try:
@@ -89,6 +90,7 @@ def load_model(path: Path, *, kind: str, overrides: Mapping[str, Any] | None = N
     force_offline()
     import transformers
 
+    transformers.utils.logging.disable_progress_bar()
     auto = getattr(transformers, TASK_KINDS.resolve(kind).auto_class)
     try:
         model = auto.from_pretrained(
