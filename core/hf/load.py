@@ -90,7 +90,7 @@ def load_model(path: Path, *, kind: str, overrides: Mapping[str, Any] | None = N
     force_offline()
     import transformers
 
-    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     auto = getattr(transformers, TASK_KINDS.resolve(kind).auto_class)
     try:
         model = auto.from_pretrained(
