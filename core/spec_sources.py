@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from core.registries import TASK_KINDS
 from core.spec_types import (
@@ -123,6 +123,16 @@ class TaskRef(BaseModel):
     val_fraction: float | None = Field(default=None, gt=0.0, lt=1.0)
     test_fraction: float | None = Field(default=None, gt=0.0, lt=1.0)
 
+    @field_validator("data")
+    @classmethod
+    def _data_uri(cls, value: str | DataSplits | None, info: ValidationInfo) -> Any:
+        """A single file: `.npz` for a tensor task, a text file when `kind` is set (`kind` is
+        validated first, so a bad URI is reported at task.data)."""
+        if value is None or isinstance(value, DataSplits):
+            return value
+        text = info.data.get("kind") is not None
+        return check_uri(value, suffix=TEXT_SUFFIXES if text else ".npz")
+
     @model_validator(mode="before")
     @classmethod
     def _kind_metric_default(cls, data: Any) -> Any:
@@ -153,8 +163,6 @@ class TaskRef(BaseModel):
             raise ValueError("give exactly one of 'dataset' (built-in) or 'data' (.npz URI)")
         if isinstance(self.data, DataSplits):
             raise ValueError("per-split data files are text: set 'kind'")
-        if self.data is not None:
-            check_uri(self.data, suffix=".npz")
         return self
 
     def _check_text_task(self, kind: str) -> TaskRef:
@@ -172,7 +180,6 @@ class TaskRef(BaseModel):
             if fractions:
                 raise ValueError("val_fraction/test_fraction split one file; data names splits")
             return self
-        check_uri(self.data, suffix=TEXT_SUFFIXES)
         if self.val_fraction is None:
             raise ValueError("one data file needs val_fraction (and optionally test_fraction)")
         if fractions >= 0.9:
