@@ -12,24 +12,10 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from core.exclusions import excluded_modules, exclusion_of
+
 _WEIGHT_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _RNN_PREFIXES = ("weight_ih_l", "weight_hh_l")
-# a model may name modules pruning leaves alone: {module path: reason} in this attribute
-EXCLUDED_ATTRIBUTE = "prune_excluded"
-
-
-def excluded_modules(model: nn.Module) -> dict[str, str]:
-    """The modules `model` asks pruning to leave alone (and everything under them), with why."""
-    excluded = getattr(model, EXCLUDED_ATTRIBUTE, None)
-    return dict(excluded) if isinstance(excluded, dict) else {}
-
-
-def exclusion_of(name: str, excluded: dict[str, str]) -> str | None:
-    """The reason module `name` is excluded (it or a module above it is listed), else None."""
-    for prefix, reason in excluded.items():
-        if name == prefix or name.startswith(f"{prefix}."):
-            return reason
-    return None
 
 
 def prunable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:

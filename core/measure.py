@@ -26,8 +26,9 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize, prune
 
 from core.data import TaskData
+from core.exclusions import excluded_modules, exclusion_of
 from core.latency import compare_latency
-from core.masks import excluded_modules, exclusion_of, measured_sparsity, prunable_parameters
+from core.masks import measured_sparsity, prunable_parameters
 from core.structured import count_macs_params, nonzero_params
 
 Evaluate = Callable[[nn.Module, np.ndarray, np.ndarray], float]
