@@ -31,6 +31,7 @@ from core.contract.jsonsafe import json_safe
 from core.contract.layout import (
     ARTIFACT_FORMAT,
     CURVE_PNG,
+    HF_MODEL_DIR,
     MANIFEST,
     STEPS_CSV,
     WEIGHTS,
@@ -42,6 +43,7 @@ from core.curve import write_curve
 from core.data import TaskData
 from core.errors import ArtifactInvalid, PruningError
 from core.granularity import make_granularity
+from core.hf.adapter import HFAdapter
 from core.latency import measure_latency
 from core.measure import Evaluate, plain_copy
 from core.models import build_from_architecture
@@ -131,7 +133,14 @@ def _build(
     started = time.perf_counter()
     pruned = plain_copy(model)
     dense = plain_copy(dense_model)
-    saved = _write_weights(tmp / WEIGHTS, pruned)
+    if isinstance(pruned, HFAdapter) and pruned.source is not None:
+        from core.hf.export import model_files, write_pretrained
+
+        saved = write_pretrained(tmp, pruned, source=Path(pruned.source))
+        model_names = model_files(tmp)
+    else:
+        saved = _write_weights(tmp / WEIGHTS, pruned)
+        model_names = [WEIGHTS]
     metrics = {
         "dense": measure.metrics(evaluate, dense_model, data),
         "pruned": measure.metrics(evaluate, pruned, data),
@@ -187,7 +196,7 @@ def _build(
         "versions": _versions(),
         "files": {
             name: {"sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
-            for name in (WEIGHTS, STEPS, CURVE)
+            for name in (*model_names, STEPS, CURVE)
         },
         "extra": dict(extra or {}),
     }
@@ -321,12 +330,17 @@ def manifest_record(manifest: Mapping[str, Any]) -> Manifest:
         raise ArtifactInvalid(f"{MANIFEST} is invalid: {describe_validation(error)}") from error
 
 
+def _plain_name(name: str) -> bool:
+    """A file name inside the artifact: plain, or plain under `model/`; nothing can escape."""
+    parent, _, base = name.rpartition("/")
+    return parent in ("", HF_MODEL_DIR) and Path(base).name == base and not base.startswith(".")
+
+
 def _verify_files(directory: Path, files: Mapping[str, FileEntry]) -> None:
-    if WEIGHTS not in files:
-        raise ArtifactInvalid(f"manifest lists no checksum for {WEIGHTS}")
+    if WEIGHTS not in files and f"{HF_MODEL_DIR}/config.json" not in files:
+        raise ArtifactInvalid(f"manifest lists no checksum for {WEIGHTS} or {HF_MODEL_DIR}/")
     for name, entry in files.items():
-        # Names are plain file names inside the artifact; anything else could escape it.
-        if Path(name).name != name or name.startswith("."):
+        if not _plain_name(name):
             raise ArtifactInvalid(f"manifest names a file outside the artifact: {name!r}")
         file = directory / name
         if not file.is_file():
@@ -358,6 +372,10 @@ def load(
         _verify_files(directory, manifest.files)
     if not manifest.architecture:
         raise ArtifactInvalid("manifest has no architecture recipe")
+    if manifest.architecture.get("hf") == HF_MODEL_DIR:
+        from core.hf.export import load_adapter
+
+        return load_adapter(directory, manifest.architecture).eval()
     model = build_from_architecture(manifest.architecture, allowed_entrypoints=allowed_entrypoints)
     try:
         shapes = manifest.shapes

@@ -61,8 +61,8 @@ def load_task(task: TaskRef, *, fetch: Callable[[str], Path]) -> TaskData:
     """
     if task.dataset is not None:
         return builtin_task(task.dataset)
-    if task.data is None:
-        raise DataInvalid("the task names neither a built-in dataset nor a data URI")
+    if task.data is None or not isinstance(task.data, str):
+        raise DataInvalid("the task names neither a built-in dataset nor a .npz data URI")
     try:
         path = fetch(task.data)
     except FileNotFoundError as error:

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from core.errors import PruneCancelled, TrainingDiverged
-from core.metrics import Accuracy, Metric
+from core.losses import cross_entropy, cross_entropy_sum, scored
+from core.metrics import Accuracy, Metric, batch_stats, metric_value
 from core.precision import autocast
 
 StopCheck = Callable[[], bool]
@@ -78,12 +79,15 @@ def distillation_loss(
     """(1 - w) * CE(student, y) + w * T^2 * KL(softmax(teacher / T) || softmax(student / T)).
 
     Hinton, Vinyals & Dean 2015, "Distilling the Knowledge in a Neural Network" (arXiv 1503.02531);
-    the T^2 factor keeps the soft-target gradients on the scale of the hard-target ones.
+    the T^2 factor keeps the soft-target gradients on the scale of the hard-target ones. For
+    token-level logits (a causal LM) the KL term is averaged over the scored positions.
     """
-    hard = F.cross_entropy(student, targets)
+    hard = cross_entropy(student, targets)
+    student_scored, _ = scored(student, targets)
+    teacher_scored, _ = scored(teacher, targets)
     soft = F.kl_div(
-        F.log_softmax(student / temperature, dim=-1),
-        F.log_softmax(teacher / temperature, dim=-1),
+        F.log_softmax(student_scored / temperature, dim=-1),
+        F.log_softmax(teacher_scored / temperature, dim=-1),
         log_target=True,
         reduction="batchmean",
     )
@@ -133,7 +137,7 @@ def train_epoch(
         with autocast(device):
             logits = model(xb)
             if distill is None:
-                loss = F.cross_entropy(logits, yb)
+                loss = cross_entropy(logits, yb)
             else:
                 with torch.no_grad():
                     teacher_logits = distill.teacher(xb)
@@ -172,21 +176,28 @@ def evaluate(
     batch_size: int = 1024,
     metric: Metric | None = None,
 ) -> Evaluation:
-    """The task metric (accuracy by default) and mean cross-entropy of `model` on (x, y)."""
+    """The task metric (accuracy by default) and mean cross-entropy of `model` on (x, y).
+
+    The loss is averaged over the examples, or over the scored token positions of token-level
+    targets (see `core.losses`).
+    """
     scorer = metric or Accuracy()
     was_training = model.training
     model.eval()
-    total, loss_sum = 0.0, 0.0
+    stats: Tensor | None = None
+    loss_sum, scored_count = 0.0, 0
     try:
         for xb, yb in batches(x, y, batch_size=batch_size):
             with autocast(x.device):
                 logits = model(xb).float()
-            loss_sum += float(F.cross_entropy(logits, yb, reduction="sum"))
-            total += scorer.batch_total(logits, yb)
+            batch_loss, batch_count = cross_entropy_sum(logits, yb)
+            loss_sum += batch_loss
+            scored_count += batch_count
+            found = batch_stats(scorer, logits, yb)
+            stats = found if stats is None else stats + found
     finally:
         model.train(was_training)
-    count = max(x.shape[0], 1)
-    return Evaluation(metric=total / count, loss=loss_sum / count)
+    return Evaluation(metric=metric_value(scorer, stats), loss=loss_sum / max(scored_count, 1))
 
 
 def cosine_lr(*, base: float, epoch: int, epochs: int) -> Callable[[float], float]:

@@ -6,6 +6,7 @@ they pass and where the checkpoints and the artifact go.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +21,13 @@ from core.contract.entrypoints import ANY_MODULE, EntrypointAllowList
 from core.data import TaskData, load_task
 from core.errors import DataInvalid, ModelLoadFailed
 from core.finetune import evaluate, to_tensors
+from core.hf.adapter import HFAdapter
 from core.loop import CheckpointCallback, PhaseCallback, PruneOutcome, prune
 from core.metrics import make_metric
 from core.models import architecture, build_model, load_weights
 from core.report import StepCallback
 from core.spec import JobSpec
-from core.uri import fetch
+from core.uri import fetch, fetch_dir
 
 
 @dataclass(frozen=True)
@@ -56,12 +58,22 @@ def prepare(
 
     Args:
         sources: local copies of URIs the caller fetched already; other URIs are fetched here.
+
+    A Hugging Face model (`model.hf`) comes with its text task, tokenised by its tokenizer.
     """
     known = dict(sources or {})
 
     def fetcher(uri: str) -> Path:
         return known[uri] if uri in known else fetch(uri, cache_dir=cache_dir)
 
+    if spec.model.hf is not None:
+        from core.hf.load import prepare_hf
+
+        torch.manual_seed(spec.seed)
+        data, adapter, _ = prepare_hf(
+            spec, fetch_dir=functools.partial(fetch_dir, cache_dir=cache_dir), fetch=fetcher
+        )
+        return data, adapter
     data = load_task(spec.task, fetch=fetcher)
     torch.manual_seed(spec.seed)
     model = build_model(
@@ -93,6 +105,20 @@ def metric_of(name: str) -> Callable[[nn.Module, np.ndarray, np.ndarray], float]
 
 
 accuracy_of = metric_of("accuracy")
+
+
+def _recipe(spec: JobSpec, model: nn.Module, data: TaskData) -> dict[str, Any]:
+    """The manifest's architecture entry: how the artifact's model is rebuilt."""
+    if isinstance(model, HFAdapter):
+        from core.hf.export import recipe
+
+        return recipe(model, input_shape=data.input_shape, num_classes=data.num_classes)
+    return architecture(
+        spec.model,
+        input_shape=data.input_shape,
+        num_classes=data.num_classes,
+        input_dtype=data.input_dtype,
+    )
 
 
 def run_job(
@@ -150,12 +176,7 @@ def run_job(
         dense_model=outcome.dense_model,
         result=outcome.result,
         spec=spec,
-        architecture=architecture(
-            spec.model,
-            input_shape=data.input_shape,
-            num_classes=data.num_classes,
-            input_dtype=data.input_dtype,
-        ),
+        architecture=_recipe(spec, outcome.model, data),
         data=data,
         evaluate=metric_of(spec.task.metric),
         device=str(torch_device),

@@ -192,7 +192,7 @@ def prune(
     """Run the adaptive pruning loop of `spec` on `model` for the task `data`.
 
     Args:
-        model: the dense model, freshly built; trained first when `spec.model.weights` is None.
+        model: the dense model, freshly built; trained first unless the spec names a trained model.
         data: the task's splits; validation decides, test is left to the caller.
         spec: the job spec (pruning method, fine-tuning, budget, seed).
         device: where to run; masks and scores stay there.
@@ -221,7 +221,7 @@ def prune(
         should_stop=should_stop,
     )
     if not (resume and run.restore()):
-        baseline(run, pretrain=spec.model.weights is None)
+        baseline(run, pretrain=not spec.model.pretrained)
     while not run.state.finished and run.state.stop_reason is None and prune_step(run):
         pass
     if not run.state.finished:

@@ -12,6 +12,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from core.exclusions import excluded_modules, exclusion_of
 from core.selection import effective_scores, global_masks, layer_floor, select_lowest
 
 _WEIGHT_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -23,8 +24,9 @@ def prunable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
 
     These are the weights of nn.Linear and nn.Conv1d/2d/3d and the input/hidden matrices
     (`weight_ih_l*`, `weight_hh_l*`) of recurrent modules (nn.RNN, nn.LSTM, nn.GRU). Biases,
-    normalisation layers and embeddings are never included; a parameter shared between modules
-    is listed once, under its first name.
+    normalisation layers and embeddings are never included, nor the modules the model lists in
+    its `prune_excluded` attribute (a Hugging Face model's classifier or LM head); a parameter
+    shared between modules is listed once, under its first name.
 
     Args:
         model: the model to inspect.
@@ -34,7 +36,11 @@ def prunable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     """
     found: dict[str, nn.Parameter] = {}
     seen: set[int] = set()
+    excluded = excluded_modules(model)
     for module_name, module in model.named_modules():
+        if excluded and exclusion_of(module_name, excluded) is not None:
+            seen.update(id(param) for param in module.parameters(recurse=False))
+            continue
         prefix = f"{module_name}." if module_name else ""
         candidates: list[tuple[str, nn.Parameter]] = []
         if isinstance(module, _WEIGHT_MODULES) and isinstance(module.weight, nn.Parameter):

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize, prune
 
 from core.data import TaskData
+from core.exclusions import excluded_modules, exclusion_of
 from core.latency import compare_latency
 from core.masks import measured_sparsity, prunable_parameters
 from core.structured import (
@@ -96,10 +97,14 @@ def size(model: nn.Module, example: Tensor) -> dict[str, int]:
     return {"params": int(params), "nonzero": int(nonzero_params(model)), "macs": int(macs)}
 
 
-def _exclusion_reason(module: nn.Module) -> str:
+def _exclusion_reason(module: nn.Module, name: str, excluded: dict[str, str]) -> str:
+    listed = exclusion_of(name, excluded)
+    if listed is not None:
+        return listed
     if isinstance(module, _EMBEDDINGS):
         return "embedding: rows are looked up, not multiplied; never pruned"
-    if isinstance(module, _NORMS):
+    # transformers' own norms (LlamaRMSNorm, T5LayerNorm, ...) are named for what they are
+    if isinstance(module, _NORMS) or type(module).__name__.endswith("Norm"):
         return "normalisation layer: never pruned"
     return f"{type(module).__name__} is not a prunable layer type"
 
@@ -112,6 +117,7 @@ def excluded_parameters(model: nn.Module) -> list[dict[str, Any]]:
     "biases". A parameter shared between modules counts once, under its first owner.
     """
     prunable = {id(param) for param in prunable_parameters(model).values()}
+    excluded = excluded_modules(model)
     seen: set[int] = set()
     entries: list[dict[str, Any]] = []
     biases = 0
@@ -126,7 +132,11 @@ def excluded_parameters(model: nn.Module) -> list[dict[str, Any]]:
             biases += count
             continue
         entries.append(
-            {"name": module_name or "(model)", "params": count, "reason": _exclusion_reason(module)}
+            {
+                "name": module_name or "(model)",
+                "params": count,
+                "reason": _exclusion_reason(module, module_name, excluded),
+            }
         )
     if biases:
         entries.append(

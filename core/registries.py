@@ -1,5 +1,5 @@
 """The built-in entries of every registry: one line per criterion, granularity, schedule, metric,
-architecture and dataset. Torch-free: implementations are named, not imported.
+architecture, dataset and text task kind. Torch-free: implementations are named, not imported.
 
 The spec's allowed values, the API's schema, the docs and the engine all read these registries;
 adding a kind is one implementation plus one line here (or one `register` call elsewhere).
@@ -65,6 +65,22 @@ SCHEDULES.register(
 # direction in which the score is better; `max_metric_drop` is "worse by" in that direction.
 METRICS: Registry[Any] = Registry("metric")
 METRICS.register("accuracy", "core.metrics:Accuracy", higher_is_better=True)
+METRICS.register("f1_macro", "core.metrics:F1Macro", higher_is_better=True)
+# `relative`: max_metric_drop is the allowed relative increase (0.02: at most 2 % higher)
+METRICS.register("perplexity", "core.metrics:Perplexity", higher_is_better=False, relative=True)
+
+# Text task kinds of Hugging Face models (core/hf/tasks.py): the AutoModelFor... class loaded,
+# how the task is trained, and the metrics that apply (the first is the default).
+TASK_KINDS: Registry[Any] = Registry("task kind")
+TASK_KINDS.register(
+    "text-classification",
+    "core.hf.tasks:TextClassification",
+    metrics=("accuracy", "f1_macro"),
+    default_metric="accuracy",
+)
+TASK_KINDS.register(
+    "causal-lm", "core.hf.tasks:CausalLM", metrics=("perplexity",), default_metric="perplexity"
+)
 
 # Built-in architectures: builders (core/architectures.py) with their default settings.
 ARCHITECTURES: Registry[Any] = Registry("architecture")

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
@@ -34,6 +33,7 @@ from core.finetune import (
 )
 from core.granularity import SparsityPlan, make_granularity
 from core.importance import Importance, ScoringContext, make_importance
+from core.losses import cross_entropy
 from core.masks import prunable_parameters
 from core.metrics import make_metric, worse_by
 from core.report import Decision, StepCallback, StepReport, StopReason
@@ -181,7 +181,7 @@ class Run:
             model=self.model,
             params=prunable_parameters(self.model),
             batches=calibration,
-            loss_fn=F.cross_entropy,
+            loss_fn=cross_entropy,
         )
 
     def frozen_copy(self, model: nn.Module) -> nn.Module:

@@ -1,203 +1,59 @@
 """The job spec: the one contract between the API, the worker and the engine.
 
-This module imports pydantic only, so the API process can validate specs without torch.
+This module imports pydantic only, so the API process can validate specs without torch. The
+model and task sources live in `core.spec_sources`, the shared field types in `core.spec_types`;
+both are re-exported here.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-from typing import Annotated, Any, Literal
-from urllib.parse import unquote
+from typing import Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    GetCoreSchemaHandler,
-    GetJsonSchemaHandler,
-    field_validator,
-    model_validator,
-)
-from pydantic.json_schema import JsonSchemaValue
-from pydantic_core import CoreSchema, core_schema
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from core.contract.version import SPEC_VERSION
-from core.registries import (
-    ARCHITECTURES,
-    AUTO,
-    CRITERIA,
-    DATASETS,
-    GRANULARITIES,
-    METRICS,
-    SCHEDULES,
-    parse_nm,
+from core.registries import TASK_KINDS, parse_nm
+from core.spec_sources import TEXT_SUFFIXES, DataSplits, ModelRef, TaskRef
+from core.spec_types import (
+    URI_SCHEMES,
+    ArchName,
+    CriterionName,
+    DatasetName,
+    Granularity,
+    MetricName,
+    Registered,
+    ScheduleName,
+    TaskKindName,
+    check_uri,
+    strict,
 )
-from core.registry import Registry
-from core.uri import ARTIFACT_SCHEME, parse_artifact_uri
+
+__all__ = [
+    "PRETRAINED_FINETUNE_DEFAULTS",
+    "PRUNE_TASK",
+    "TEXT_SUFFIXES",
+    "URI_SCHEMES",
+    "ArchName",
+    "BudgetSpec",
+    "CriterionName",
+    "DataSplits",
+    "DatasetName",
+    "ExportSpec",
+    "FinetuneSpec",
+    "Granularity",
+    "JobSpec",
+    "MetricName",
+    "ModelRef",
+    "PruneSpec",
+    "Registered",
+    "ScheduleName",
+    "ScheduleSpec",
+    "TaskKindName",
+    "TaskRef",
+    "check_uri",
+]
 
 PRUNE_TASK = "workers.prune"
-
-URI_SCHEMES = ("file", "s3", ARTIFACT_SCHEME)
-
-_ENTRYPOINT = re.compile(
-    r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
-)
-_URI = re.compile(r"^(?P<scheme>[a-z][a-z0-9+.-]*)://(?P<rest>.+)$")
-
-
-@dataclass(frozen=True, eq=False)
-class Registered:
-    """A string field whose allowed values are a registry's names (read when validating).
-
-    The JSON schema lists them as an enum when the set is closed, else in the description.
-    """
-
-    registry: Registry[Any]
-    extra: tuple[str, ...] = ()
-
-    def check(self, value: str) -> str:
-        if value in self.extra:
-            return value
-        try:
-            return self.registry.check(value)
-        except ValueError as error:
-            if not self.extra or "allowed:" not in str(error):
-                raise
-            allowed = ", ".join(repr(name) for name in (*self.registry, *self.extra))
-            raise ValueError(
-                f"unknown {self.registry.kind} {value!r}; allowed: {allowed}"
-            ) from None
-
-    def __get_pydantic_core_schema__(
-        self, source: Any, handler: GetCoreSchemaHandler
-    ) -> CoreSchema:
-        return core_schema.no_info_after_validator_function(self.check, handler(source))
-
-    def __get_pydantic_json_schema__(
-        self, schema: CoreSchema, handler: GetJsonSchemaHandler
-    ) -> JsonSchemaValue:
-        value = handler(schema)
-        closed = (*self.registry.closed_names(), *self.extra)
-        if len(closed) == len(self.registry) + len(self.extra):
-            value["enum"] = list(closed)
-        else:
-            names = ", ".join(
-                [
-                    f"{entry.name!r} (e.g. {entry.info['example']!r})"
-                    if "example" in entry.info
-                    else repr(entry.name)
-                    for entry in self.registry.entries()
-                ]
-                + [repr(name) for name in self.extra]
-            )
-            value["description"] = f"one of {names}"
-        return value
-
-
-ArchName = Annotated[str, Registered(ARCHITECTURES)]
-DatasetName = Annotated[str, Registered(DATASETS)]
-MetricName = Annotated[str, Registered(METRICS)]
-ScheduleName = Annotated[str, Registered(SCHEDULES)]
-CriterionName = Annotated[str, Registered(CRITERIA, extra=(AUTO,))]
-Granularity = Annotated[str, Registered(GRANULARITIES)]
-
-
-def _strict() -> ConfigDict:
-    return ConfigDict(frozen=True, extra="forbid")
-
-
-def check_uri(value: str, *, suffix: str) -> str:
-    """Check that `value` is a `file://`, `s3://` or `artifact://JOB_ID/NAME` URI whose path
-    ends with `suffix`.
-
-    Raises:
-        ValueError: naming the scheme or suffix at fault.
-    """
-    match = _URI.match(value)
-    if match is None:
-        raise ValueError(
-            f"{value!r} is not a URI; use file:///path, s3://bucket/key or artifact://JOB_ID/NAME"
-        )
-    scheme = match["scheme"]
-    if scheme not in URI_SCHEMES:
-        raise ValueError(f"URI scheme {scheme!r} is not allowed; allowed: {', '.join(URI_SCHEMES)}")
-    rest = match["rest"]
-    if scheme == ARTIFACT_SCHEME:
-        parse_artifact_uri(value)
-    if scheme == "file" and not rest.startswith("/"):
-        raise ValueError(f"{value!r}: file URIs must be absolute (file:///abs/path)")
-    if scheme == "s3" and "/" not in rest.strip("/"):
-        raise ValueError(f"{value!r}: s3 URIs need a bucket and a key (s3://bucket/key)")
-    if not rest.lower().endswith(suffix):
-        raise ValueError(f"{value!r} must name a {suffix} file")
-    # Checked as written and as the loader reads it (percent-decoded: %00, %2e%2e).
-    if any("\x00" in text or "/../" in f"{text}/" for text in (rest, unquote(rest))):
-        raise ValueError(f"{value!r} must not contain '..' segments or NUL bytes")
-    return value
-
-
-class ModelRef(BaseModel):
-    """Which model to prune: a built-in architecture or a user factory, with optional weights."""
-
-    model_config = _strict()
-
-    arch: ArchName | None = None
-    entrypoint: str | None = Field(default=None, description='"pkg.module:factory"')
-    kwargs: dict[str, Any] = Field(default_factory=dict, description="passed to the factory")
-    weights: str | None = Field(
-        default=None, description="file://, s3:// or artifact://JOB_ID/NAME .safetensors URI"
-    )
-
-    @field_validator("entrypoint")
-    @classmethod
-    def _entrypoint_format(cls, value: str | None) -> str | None:
-        if value is not None and not _ENTRYPOINT.match(value):
-            raise ValueError(f"{value!r} is not of the form 'package.module:factory'")
-        return value
-
-    @field_validator("weights")
-    @classmethod
-    def _weights_uri(cls, value: str | None) -> str | None:
-        return None if value is None else check_uri(value, suffix=".safetensors")
-
-    @field_validator("kwargs")
-    @classmethod
-    def _kwargs_plain(cls, value: dict[str, Any]) -> dict[str, Any]:
-        for key, item in value.items():
-            if not isinstance(item, (int, float, str, bool, type(None), list)):
-                raise ValueError(f"kwargs[{key!r}] must be a number, string, bool, null or list")
-        return value
-
-    @model_validator(mode="after")
-    def _exactly_one_source(self) -> ModelRef:
-        if (self.arch is None) == (self.entrypoint is None):
-            raise ValueError("give exactly one of 'arch' (built-in) or 'entrypoint'")
-        return self
-
-
-class TaskRef(BaseModel):
-    """The task the pruned model must serve: a built-in dataset or a user `.npz` file."""
-
-    model_config = _strict()
-
-    dataset: DatasetName | None = None
-    data: str | None = Field(
-        default=None,
-        description="file://, s3:// or artifact:// .npz with x_train,y_train,x_val,y_val",
-    )
-    metric: MetricName = "accuracy"
-
-    @field_validator("data")
-    @classmethod
-    def _data_uri(cls, value: str | None) -> str | None:
-        return None if value is None else check_uri(value, suffix=".npz")
-
-    @model_validator(mode="after")
-    def _exactly_one_source(self) -> TaskRef:
-        if (self.dataset is None) == (self.data is None):
-            raise ValueError("give exactly one of 'dataset' (built-in) or 'data' (.npz URI)")
-        return self
 
 
 class ScheduleSpec(BaseModel):
@@ -207,7 +63,7 @@ class ScheduleSpec(BaseModel):
     increments of target/steps and lets the controller resize them (at most 3 * steps steps).
     """
 
-    model_config = _strict()
+    model_config = strict()
 
     kind: ScheduleName = "adaptive"
     steps: int = Field(default=10, ge=1, le=200)
@@ -216,7 +72,7 @@ class ScheduleSpec(BaseModel):
 class PruneSpec(BaseModel):
     """What to prune, how much, and how much metric may be lost."""
 
-    model_config = _strict()
+    model_config = strict()
 
     target_sparsity: float | Literal["max"] = Field(
         description='fraction of prunable weights zero at the end, or "max": as sparse as '
@@ -302,7 +158,7 @@ class PruneSpec(BaseModel):
 class FinetuneSpec(BaseModel):
     """Training settings for dense pre-training and masked fine-tuning."""
 
-    model_config = _strict()
+    model_config = strict()
 
     pretrain_epochs: int = Field(
         default=20, ge=0, le=10_000, description="dense training when no weights are given"
@@ -328,9 +184,9 @@ class FinetuneSpec(BaseModel):
     )
 
 
-# Fine-tuning defaults for a trained network (`model.weights` given), used for every field the
-# spec leaves out: dense-training settings (lr 1e-3, no warm-up) wreck a trained network in one
-# epoch, so that every cut would be blamed for the damage and rolled back.
+# Fine-tuning defaults for a trained network (`model.weights` or `model.hf` given), used for
+# every field the spec leaves out: dense-training settings (lr 1e-3, no warm-up) wreck a trained
+# network in one epoch, so that every cut would be blamed for the damage and rolled back.
 PRETRAINED_FINETUNE_DEFAULTS: dict[str, Any] = {
     "lr": 1e-4,
     "warmup_fraction": 0.1,
@@ -341,7 +197,7 @@ PRETRAINED_FINETUNE_DEFAULTS: dict[str, Any] = {
 class BudgetSpec(BaseModel):
     """Hard limits on a job; when one is hit the job stops, saves and says so."""
 
-    model_config = _strict()
+    model_config = strict()
 
     max_epochs: int = Field(default=1000, ge=1, le=100_000, description="fine-tuning epochs")
     max_runtime_s: float = Field(default=3600.0, gt=0.0, le=7 * 24 * 3600.0)
@@ -358,7 +214,7 @@ class ExportSpec(BaseModel):
     when less of the job's budget is left, less is measured and the manifest says so.
     """
 
-    model_config = _strict()
+    model_config = strict()
 
     latency_batch_sizes: list[int] = Field(
         default_factory=lambda: [1, 32],
@@ -382,7 +238,7 @@ class ExportSpec(BaseModel):
 class JobSpec(BaseModel):
     """A complete pruning job: model, task, pruning method, fine-tuning and budget."""
 
-    model_config = _strict()
+    model_config = strict()
 
     spec_version: int = Field(
         default=SPEC_VERSION,
@@ -403,8 +259,9 @@ class JobSpec(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _pretrained_finetune_defaults(cls, data: Any) -> Any:
-        """With `model.weights` given, fill the fine-tuning fields the spec leaves out from
-        PRETRAINED_FINETUNE_DEFAULTS; fields given explicitly are kept as they are.
+        """With a trained model (`model.weights` or `model.hf`) given, fill the fine-tuning
+        fields the spec leaves out from PRETRAINED_FINETUNE_DEFAULTS; fields given explicitly
+        are kept as they are.
 
         The filled-in values are stored with the spec, so the API shows what will run and a
         spec read back (from JSON, where every field is present) means the same job.
@@ -412,10 +269,10 @@ class JobSpec(BaseModel):
         if not isinstance(data, dict):
             return data
         model = data.get("model")
-        weights = model.weights if isinstance(model, ModelRef) else None
+        pretrained = model.pretrained if isinstance(model, ModelRef) else False
         if isinstance(model, dict):
-            weights = model.get("weights")
-        if weights is None:
+            pretrained = model.get("weights") is not None or model.get("hf") is not None
+        if not pretrained:
             return data
         finetune = data.get("finetune", {})
         if isinstance(finetune, FinetuneSpec):
@@ -432,3 +289,23 @@ class JobSpec(BaseModel):
                 f"spec_version {value} is newer than this adaprune understands ({SPEC_VERSION})"
             )
         return value
+
+    @model_validator(mode="after")
+    def _text_needs_hf(self) -> JobSpec:
+        """Text tasks are tokenised by the model's own tokenizer: `task.kind` and `model.hf`
+        come together."""
+        if self.task.kind is not None and self.model.hf is None:
+            raise ValueError(f"task.kind {self.task.kind!r} needs a Hugging Face model (model.hf)")
+        if self.model.hf is not None and self.task.kind is None:
+            kinds = ", ".join(TASK_KINDS)
+            raise ValueError(f"model.hf needs task.kind (one of {kinds}) and text data")
+        return self
+
+    def uris(self) -> list[tuple[str, str]]:
+        """(field, URI) for every file or directory the job reads: model and task data."""
+        model = [
+            (f"model.{field}", uri)
+            for field, uri in (("weights", self.model.weights), ("hf", self.model.hf))
+            if uri is not None
+        ]
+        return model + self.task.uris()

@@ -168,3 +168,50 @@ def _download_s3(uri: str, *, bucket: str, key: str, cache_dir: Path) -> Path:
         Path(temp_name).unlink(missing_ok=True)
         raise
     return target
+
+
+def fetch_dir(uri: str, *, cache_dir: Path) -> Path:
+    """Return a local directory holding the files the URI names (a `save_pretrained` one).
+
+    `file:///abs/dir` is returned as is; `s3://bucket/prefix/` has every object directly under
+    the prefix downloaded into a directory of `cache_dir` (sub-prefixes are not descended).
+
+    Raises:
+        FileNotFoundError: no such directory, or no object under the prefix.
+        ValueError: the URI is malformed or its scheme is neither `file` nor `s3`.
+    """
+    parts = urlsplit(uri)
+    if parts.scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise ValueError(f"{uri!r}: file URIs must name a local path (file:///abs/path)")
+        local = Path(unquote(parts.path))
+        if not local.is_absolute():
+            raise ValueError(f"{uri!r}: file URIs must be absolute (file:///abs/path)")
+        if not local.is_dir():
+            raise FileNotFoundError(f"{uri!r}: no such directory")
+        return local
+    if parts.scheme != "s3":
+        raise ValueError(f"URI scheme {parts.scheme!r} of {uri!r} is not supported; use file or s3")
+    bucket, prefix = parts.netloc, parts.path.lstrip("/")
+    if not bucket or not prefix:
+        raise ValueError(f"{uri!r}: s3 URIs need a bucket and a prefix (s3://bucket/prefix/)")
+    import boto3
+
+    prefix = prefix.rstrip("/") + "/"
+    target = cache_dir / f"{hashlib.sha256(uri.encode()).hexdigest()[:16]}-dir"
+    client = boto3.client("s3")
+    keys = [
+        item["Key"]
+        for page in client.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=prefix, Delimiter="/"
+        )
+        for item in page.get("Contents", [])
+        if not item["Key"].endswith("/")
+    ]
+    if not keys:
+        raise FileNotFoundError(f"{uri!r}: no objects under the prefix")
+    target.mkdir(parents=True, exist_ok=True)
+    for key in keys:
+        fetched = _download_s3(f"s3://{bucket}/{key}", bucket=bucket, key=key, cache_dir=cache_dir)
+        os.replace(fetched, target / Path(key).name)
+    return target

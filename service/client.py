@@ -312,6 +312,7 @@ class AdapruneClient:
         try:
             for item in listing:
                 name = check_artifact_name(str(item["name"]))
+                (temp / name).parent.mkdir(parents=True, exist_ok=True)
                 self._download(job_id, name, temp / name)
                 actual = sha256_file(temp / name)
                 if actual != item["sha256"]:

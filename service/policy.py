@@ -133,8 +133,8 @@ def check_policy(
             )
         )
     policy = data if data is not None else DataPolicy(file_roots=tuple(allowed_file_roots))
-    for field, uri in (("model.weights", spec.model.weights), ("task.data", spec.task.data)):
-        problem = None if uri is None else source_problem(uri, policy, owns_job)
+    for field, uri in spec.uris():
+        problem = source_problem(uri, policy, owns_job)
         if problem is not None:
             problems.append(PolicyViolation(field, problem))
     return problems

@@ -408,7 +408,8 @@ class JobRunner(HandBack):
             "latency": manifest.latency,
             "artifact_sparsity": manifest.sparsity,
         }
-        files = sorted(p.name for p in out_dir.iterdir() if p.is_file())
+        # names relative to the artifact: plain, or model/<name> for a Hugging Face model
+        files = sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file())
         if MANIFEST not in files:
             raise PruningError(f"the engine exported no {MANIFEST}")
         del output

@@ -60,13 +60,13 @@ class SourceFetcher:
                 read; `model_load_failed` (weights) or `data_invalid` (data) when it is missing.
         """
         sources: dict[str, Path] = {}
-        references = (
-            ("model.weights", spec.model.weights, "model_load_failed"),
-            ("task.data", spec.task.data, "data_invalid"),
-        )
-        for field, uri, missing in references:
-            if uri is not None and uri not in sources:
-                sources[uri] = self._fetch(field, uri, missing)  # type: ignore[arg-type]
+        for field, uri in spec.uris():
+            if field == "model.hf" or uri in sources:
+                continue  # a model directory is fetched whole by the engine (core.uri.fetch_dir)
+            missing: ErrorCode = (
+                "model_load_failed" if field.startswith("model.") else "data_invalid"
+            )
+            sources[uri] = self._fetch(field, uri, missing)
         return sources
 
     def _fetch(self, field: str, uri: str, missing: ErrorCode) -> Path:

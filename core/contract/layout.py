@@ -10,6 +10,8 @@ WEIGHTS = "weights.safetensors"
 MANIFEST = "manifest.json"
 STEPS_CSV = "steps.csv"
 CURVE_PNG = "curve.png"
+# a Hugging Face model's artifact holds a save_pretrained directory instead of WEIGHTS
+HF_MODEL_DIR = "model"
 
 # a checkpoint directory step-NNNN/ holds these; LATEST names the newest complete one
 CHECKPOINT_LATEST = "LATEST"

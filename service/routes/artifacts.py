@@ -33,7 +33,7 @@ def list_artifacts(
     return [ArtifactPublic.of(row) for row in services.store.list_artifacts(job_id)]
 
 
-@router.get("/{name}", responses={**ERRORS, 307: {"description": "presigned storage URL"}})
+@router.get("/{name:path}", responses={**ERRORS, 307: {"description": "presigned storage URL"}})
 def download_artifact(
     name: str, tenant: TenantDep, job_id: JobIdDep, services: ServicesDep
 ) -> Response:
@@ -61,7 +61,7 @@ def download_artifact(
         media_type=MEDIA_TYPES.get(suffix, "application/octet-stream"),
         headers={
             "Content-Length": str(size),
-            "Content-Disposition": f'attachment; filename="{name}"',
+            "Content-Disposition": f'attachment; filename="{name.rpartition("/")[2]}"',
             "X-Checksum-Sha256": row.sha256,
         },
     )

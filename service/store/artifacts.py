@@ -9,17 +9,20 @@ from typing import Any, NamedTuple
 from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from core.contract.layout import HF_MODEL_DIR
 from service.db.models import Artifact, Job, utcnow
 from service.errors import InvalidKey
 from service.store.base import StoreBase
 from service.store.steps import held_by
 
-ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
+# a plain file name, or one inside the `model/` directory of a Hugging Face model's artifact
+ARTIFACT_NAME = re.compile(rf"^(?:{HF_MODEL_DIR}/)?[A-Za-z0-9][A-Za-z0-9._-]{{0,240}}$")
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
 def check_artifact_name(name: str) -> str:
-    """Return `name` if it is a plain file name (letters, digits, '.', '_', '-'; no path).
+    """Return `name` if it is a plain file name (letters, digits, '.', '_', '-'), or one under
+    `model/` (a Hugging Face model's directory); no other path.
 
     Raises:
         InvalidKey: naming the bad value.

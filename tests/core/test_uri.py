@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from core.uri import fetch
+from core.uri import fetch, fetch_dir
 from tests.support.processes import free_port
 
 
@@ -92,3 +92,24 @@ def test_s3_uri_is_downloaded_into_the_cache(s3_endpoint: str, tmp_path: Path) -
     with pytest.raises(FileNotFoundError, match=re.escape("s3://tasks/team/absent.npz")):
         fetch("s3://tasks/team/absent.npz", cache_dir=cache)
     assert [p.name for p in cache.iterdir()] == [path.name]
+
+
+def test_a_model_directory_comes_from_a_path_or_an_s3_prefix(
+    s3_endpoint: str, tmp_path: Path
+) -> None:
+    import boto3
+
+    local = tmp_path / "model"
+    local.mkdir()
+    assert fetch_dir(local.as_uri(), cache_dir=tmp_path / "c") == local
+    with pytest.raises(FileNotFoundError, match="no such directory"):
+        fetch_dir((tmp_path / "absent").as_uri(), cache_dir=tmp_path / "c")
+    client = boto3.client("s3")
+    client.create_bucket(Bucket="models")
+    for name, body in (("config.json", b"{}"), ("model.safetensors", b"w"), ("sub/x", b"no")):
+        client.put_object(Bucket="models", Key=f"team/bert/{name}", Body=body)
+    directory = fetch_dir("s3://models/team/bert/", cache_dir=tmp_path / "cache")
+    assert sorted(p.name for p in directory.iterdir()) == ["config.json", "model.safetensors"]
+    assert (directory / "config.json").read_bytes() == b"{}"
+    with pytest.raises(FileNotFoundError, match="no objects under the prefix"):
+        fetch_dir("s3://models/team/none/", cache_dir=tmp_path / "cache")

@@ -118,7 +118,7 @@ def test_the_worker_and_dev_extras_build_on_the_api(root: Path) -> None:
     api = {canonicalize_name(r.name) for r in declared(root, ("api",))}
     worker = {str(r) for r in declared(root, ("worker",))}
     names = {canonicalize_name(Requirement(line).name) for line in worker}
-    assert api | (ENGINE_ONLY - {"torchvision", "transformers", "scipy"}) <= names
+    assert api | (ENGINE_ONLY - {"torchvision", "scipy"}) <= names
     assert "torch<2.15,>=2.4" in worker
     dev = {canonicalize_name(r.name): r for r in declared(root, ("dev",))}
     assert names <= set(dev)

@@ -14,10 +14,11 @@ import pytest
 import uvicorn
 
 from service.client import AdapruneClient, ChecksumMismatch, ClientError
+from service.errors import InvalidKey
 from service.main import create_app
 from service.settings import ApiSettings
 from service.storage import artifact_key, storage_from_url
-from service.store import JobStore
+from service.store import JobStore, check_artifact_name
 
 
 def serve(settings: ApiSettings) -> Iterator[str]:
@@ -139,6 +140,33 @@ def test_pull_downloads_and_verifies_every_artifact(
     assert (out / "weights.safetensors").read_bytes() == weights
     with pytest.raises(FileExistsError):
         client.pull(job_id, out)
+
+
+def test_pull_recreates_a_hugging_face_model_directory(
+    client: AdapruneClient,
+    api_store: JobStore,
+    settings: ApiSettings,
+    tiny_spec: Any,
+    tmp_path: Path,
+) -> None:
+    job_id = client.submit(tiny_spec())["id"]
+    assert api_store.claim(job_id, owner=WORKER, stale_after_s=30, max_attempts=3) is not None
+    contents = {
+        "model/config.json": b'{"model_type": "bert"}',
+        "model/model.safetensors": b"w" * 99,
+    }
+    files = {
+        name: {"sha256": record(api_store, settings, job_id, name, data), "bytes": len(data)}
+        for name, data in contents.items()
+    }
+    record(api_store, settings, job_id, "manifest.json", json.dumps({"files": files}).encode())
+    assert api_store.finish(job_id, owner=WORKER, state="succeeded", result={})
+    out = client.pull(job_id, tmp_path / "out")
+    assert sorted(p.name for p in (out / "model").iterdir()) == ["config.json", "model.safetensors"]
+    assert (out / "model" / "model.safetensors").read_bytes() == b"w" * 99
+    for bad in ("model/../manifest.json", "other/config.json", "model/sub/x.json"):
+        with pytest.raises(InvalidKey):
+            check_artifact_name(bad)
 
 
 def test_pull_refuses_a_listing_mismatch_and_leaves_nothing(

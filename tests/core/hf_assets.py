@@ -1,0 +1,102 @@
+"""Tiny Hugging Face models, tokenizers and text tasks built offline for the tests."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+POSITIVE = ["good", "great", "fine", "nice", "happy", "bright"]
+NEGATIVE = ["bad", "poor", "awful", "sad", "dark", "grim"]
+FILLER = ["the", "a", "day", "film", "was", "very", "and", "it"]
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
+
+
+def build_tokenizer(directory: Path) -> int:
+    """A word-level tokenizer over the test vocabulary, saved into `directory`; its size."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    from core.hf.load import force_offline
+
+    force_offline()
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer = trainers.WordLevelTrainer(special_tokens=SPECIAL)
+    tokenizer.train_from_iterator([" ".join(POSITIVE + NEGATIVE + FILLER)], trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+    )
+    fast.save_pretrained(str(directory))
+    return int(tokenizer.get_vocab_size())
+
+
+def tiny_bert(directory: Path) -> Path:
+    """A 2-layer BertForSequenceClassification (hidden 32) with its tokenizer, saved."""
+    vocab = build_tokenizer(directory)
+    from transformers import BertConfig, BertForSequenceClassification
+
+    config = BertConfig(
+        vocab_size=vocab,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        pad_token_id=0,
+    )
+    BertForSequenceClassification(config).save_pretrained(str(directory))
+    return directory
+
+
+def tiny_llama(directory: Path) -> Path:
+    """A 2-layer LlamaForCausalLM (hidden 32) with its tokenizer, saved."""
+    vocab = build_tokenizer(directory)
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        pad_token_id=0,
+        tie_word_embeddings=False,
+    )
+    LlamaForCausalLM(config).save_pretrained(str(directory))
+    return directory
+
+
+def sentiment_rows(count: int, *, seed: int) -> list[dict[str, object]]:
+    """Texts whose label ("pos"/"neg") is given by the sentiment words they contain."""
+    rng = random.Random(seed)
+    rows: list[dict[str, object]] = []
+    for index in range(count):
+        label = "pos" if index % 2 == 0 else "neg"
+        words = rng.sample(POSITIVE if label == "pos" else NEGATIVE, 2) + rng.sample(FILLER, 3)
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "label": label})
+    return rows
+
+
+def pattern_rows(count: int, *, seed: int) -> list[dict[str, object]]:
+    """Texts of a repeating word cycle: next-token prediction has something to learn."""
+    rng = random.Random(seed)
+    cycle = FILLER + POSITIVE
+    rows: list[dict[str, object]] = []
+    for _ in range(count):
+        start = rng.randrange(len(cycle))
+        rows.append({"text": " ".join(cycle[(start + i) % len(cycle)] for i in range(10))})
+    return rows
+
+
+def write_jsonl(path: Path, rows: list[dict[str, object]]) -> str:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path.as_uri()
