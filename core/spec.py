@@ -23,12 +23,14 @@ from pydantic_core import CoreSchema, core_schema
 
 from core.contract.version import SPEC_VERSION
 from core.registries import (
+    ALLOCATIONS,
     ARCHITECTURES,
     AUTO,
     CRITERIA,
     DATASETS,
     GRANULARITIES,
     METRICS,
+    ONESHOT_METHODS,
     SCHEDULES,
     parse_nm,
 )
@@ -99,6 +101,8 @@ MetricName = Annotated[str, Registered(METRICS)]
 ScheduleName = Annotated[str, Registered(SCHEDULES)]
 CriterionName = Annotated[str, Registered(CRITERIA, extra=(AUTO,))]
 Granularity = Annotated[str, Registered(GRANULARITIES)]
+OneShotMethodName = Annotated[str, Registered(ONESHOT_METHODS)]
+AllocationName = Annotated[str, Registered(ALLOCATIONS)]
 
 
 def _strict() -> ConfigDict:
@@ -228,6 +232,55 @@ class PruneSpec(BaseModel):
     )
     seed_alpha: float = Field(default=1.0, gt=0.0, le=1e6, description="seed_ratio alpha")
     seed_gamma: float = Field(default=0.5, gt=0.0, lt=1.0, description="seed_ratio gamma")
+    method: OneShotMethodName | None = Field(
+        default=None,
+        description="one-shot, block by block (transformer models); unset: the iterative loop",
+    )
+    allocation: AllocationName = Field(
+        default="uniform", description="one-shot: how the target is spread over the blocks"
+    )
+    calibration_samples: int = Field(
+        default=128, ge=1, le=100_000, description="one-shot: calibration sequences"
+    )
+    comparison_group: Literal["row", "layer"] | None = Field(
+        default=None,
+        description="one-shot magnitude/wanda: weights compete per output row or per layer "
+        "(unset: per layer for magnitude, per row for wanda)",
+    )
+    sparsegpt_block_size: int = Field(
+        default=128, ge=1, le=65_536, description="sparsegpt: columns per block"
+    )
+    sparsegpt_dampening: float = Field(
+        default=0.01, gt=0.0, le=1.0, description="sparsegpt: fraction of mean diag(H) added"
+    )
+    owl_threshold: float = Field(
+        default=5.0, gt=0.0, le=1000.0, description="owl: outliers are scores above M x mean"
+    )
+    owl_lambda: float = Field(
+        default=0.08, ge=0.0, lt=0.5, description="owl: block sparsities within target +- lambda"
+    )
+
+    @model_validator(mode="after")
+    def _oneshot_fields(self) -> PruneSpec:
+        if self.method is None:
+            if self.allocation != "uniform" or self.comparison_group is not None:
+                raise ValueError("'allocation' and 'comparison_group' need a one-shot 'method'")
+            return self
+        granularity = GRANULARITIES.entry(self.granularity).name
+        if granularity not in ("unstructured", "N:M"):
+            raise ValueError(
+                f"one-shot method {self.method!r} takes granularity 'unstructured' or N:M, "
+                f"not {self.granularity!r}"
+            )
+        if granularity == "N:M" and not ALLOCATIONS.info(self.allocation)["nm"]:
+            raise ValueError(f"allocation {self.allocation!r} cannot vary an N:M pattern")
+        groups = ONESHOT_METHODS.info(self.method)["groups"]
+        if self.comparison_group is not None and self.comparison_group not in groups:
+            raise ValueError(
+                f"one-shot method {self.method!r} takes no comparison_group "
+                f"{self.comparison_group!r}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _nm_target(self) -> PruneSpec:
