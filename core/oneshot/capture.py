@@ -33,6 +33,11 @@ def move(value: Any, device: torch.device) -> Any:
     return value
 
 
+def as_batches(calibration: Sequence[Mapping[str, Tensor] | Tensor]) -> list[dict[str, Tensor]]:
+    """Calibration batches as model keyword arguments (a bare tensor is `input_ids`)."""
+    return [{"input_ids": item} if isinstance(item, Tensor) else dict(item) for item in calibration]
+
+
 @dataclass
 class BlockInputs:
     """One block's calibration inputs, one entry per batch: the hidden states, and the other
@@ -50,10 +55,13 @@ class BlockInputs:
 def capture_block_inputs(
     model: nn.Module,
     first_block: nn.Module,
-    batches: Sequence[Mapping[str, Tensor]],
+    batches: Sequence[Mapping[str, Tensor] | Tensor],
     device: torch.device,
 ) -> BlockInputs:
     """Run `model` on each batch up to `first_block` and keep what it receives, on `device`.
+
+    A batch is the model's keyword arguments ({"input_ids", "attention_mask"}) or, as a bare
+    tensor, its `input_ids`.
 
     The model runs where its embeddings are (usually the CPU); only the captured tensors move.
     """
@@ -80,7 +88,7 @@ def capture_block_inputs(
     home = next(model.parameters()).device
     try:
         with torch.no_grad():
-            for batch in batches:
+            for batch in as_batches(batches):
                 try:
                     model(**{key: value.to(home) for key, value in batch.items()})
                 except _Captured:

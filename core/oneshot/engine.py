@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from core.errors import PruneCancelled
 from core.oneshot.allocation import outlier_ratio
 from core.oneshot.blocks import find_blocks, prunable_layers, set_weight_matrix, weight_matrix
-from core.oneshot.capture import BlockInputs, capture_block_inputs, run_block
+from core.oneshot.capture import BlockInputs, as_batches, capture_block_inputs, run_block
 from core.oneshot.config import OneShotConfig
 from core.oneshot.methods import wanda_scores
 from core.oneshot.progress import Progress, load_block, load_progress, save_block, save_progress
@@ -69,11 +69,6 @@ class OneShotResult:
         data = asdict(self)
         data["steps"] = [step.to_dict() for step in self.steps]
         return data
-
-
-def as_batches(calibration: Sequence[Batch | Tensor]) -> list[dict[str, Tensor]]:
-    """Calibration batches as model keyword arguments (a bare tensor is `input_ids`)."""
-    return [{"input_ids": item} if isinstance(item, Tensor) else dict(item) for item in calibration]
 
 
 def _fingerprint(
