@@ -15,9 +15,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from core.errors import PruningError
 
-class _Captured(Exception):
-    """Raised by the capture hook to stop the forward pass after the first block's inputs."""
+
+class _Captured(PruningError):
+    """Raised by the capture hook to stop the forward pass after the first block's inputs
+    (caught by the capture itself; never leaves it)."""
 
 
 def move(value: Any, device: torch.device) -> Any:
