@@ -170,12 +170,15 @@ def prune_oneshot(
     checkpoint_dir: Path | None = None,
     on_step: StepCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
+    evaluate: Callable[[nn.Module], float] | None = None,
 ) -> OneShotResult:
     """Prune every block of `model` in place with `config`'s method, one block at a time.
 
     `calibration`: batches of model inputs (dicts such as {"input_ids", "attention_mask"}, or
     `input_ids` tensors). `device`: where each block and the activations go (default: where
-    the model is). `should_stop` is checked between blocks.
+    the model is). `should_stop` is checked between blocks. `evaluate(model)`, when given, is
+    called after each block (that block and those before it pruned) and its value is the
+    step's metric; without it the step's metric is NaN.
 
     Raises:
         PruneCancelled: `should_stop` returned True (the finished blocks are saved).
@@ -226,6 +229,7 @@ def prune_oneshot(
         counts = _count(block, name)
         peak = _cuda_peak(target_device)
         block.to(block_home)
+        metric = float(evaluate(model)) if evaluate is not None else float("nan")
         seconds = time.perf_counter() - started
         record = BlockRecord(
             index=index,
@@ -242,7 +246,7 @@ def prune_oneshot(
             step=index + 1,
             target_sparsity=sparsity,
             sparsity=record.sparsity,
-            metric=float("nan"),
+            metric=metric,
             loss=error,
             decision="scheduled",
             seconds=seconds,

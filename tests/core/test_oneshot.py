@@ -66,6 +66,22 @@ def test_every_layer_reaches_the_target_counted_from_the_weights(method, granula
     assert result.sparsity == 0.5
 
 
+def test_each_step_carries_the_metric_evaluated_after_its_block():
+    model = tiny_llama(layers=3)
+    seen: list[float] = []
+
+    def evaluate(current: nn.Module) -> float:
+        zeros = sum(int((w == 0).sum()) for w in layer_weights(current).values())
+        seen.append(zeros)
+        return float(zeros)
+
+    result = prune_oneshot(
+        model, [], OneShotConfig(method="magnitude", target_sparsity=0.5), evaluate=evaluate
+    )
+    assert [step.metric for step in result.steps] == seen
+    assert seen[0] < seen[1] < seen[2]  # evaluated after each block, the pruned ones so far
+
+
 def test_each_block_is_calibrated_on_the_pruned_blocks_before_it():
     dense = tiny_llama(layers=2)
     tokens = calibration()
