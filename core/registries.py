@@ -61,6 +61,21 @@ SCHEDULES.register(
     "adaptive", "core.schedule:AdaptiveController", adaptive=True, max_steps=lambda s: 3 * s
 )
 
+# One-shot, layer-wise methods for transformer models (core/oneshot/): `prune.method`.
+# `groups`: the comparison groups (`prune.comparison_group`) the method accepts.
+ONESHOT_METHODS: Registry[Any] = Registry("one-shot method")
+ONESHOT_METHODS.register(
+    "magnitude", "core.oneshot.methods:MagnitudeOneShot", groups=("layer", "row")
+)
+ONESHOT_METHODS.register("wanda", "core.oneshot.methods:WandaOneShot", groups=("row", "layer"))
+ONESHOT_METHODS.register("sparsegpt", "core.oneshot.sparsegpt:SparseGPTOneShot", groups=())
+
+# How a one-shot run spreads the target over the blocks (core/oneshot/allocation.py).
+# `nm`: whether it works with an N:M pattern (whose sparsity is fixed per layer).
+ALLOCATIONS: Registry[Any] = Registry("allocation")
+ALLOCATIONS.register("uniform", "core.oneshot.allocation:UniformAllocation", nm=True)
+ALLOCATIONS.register("owl", "core.oneshot.allocation:OwlAllocation", nm=False)
+
 # Task metrics: classes computing a score from model outputs (core/metrics.py), with the
 # direction in which the score is better; `max_metric_drop` is "worse by" in that direction.
 METRICS: Registry[Any] = Registry("metric")

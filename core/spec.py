@@ -12,15 +12,17 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from core.contract.version import SPEC_VERSION
-from core.registries import TASK_KINDS, parse_nm
+from core.registries import ALLOCATIONS, GRANULARITIES, ONESHOT_METHODS, TASK_KINDS, parse_nm
 from core.spec_sources import TEXT_SUFFIXES, DataSplits, ModelRef, TaskRef
 from core.spec_types import (
     URI_SCHEMES,
+    AllocationName,
     ArchName,
     CriterionName,
     DatasetName,
     Granularity,
     MetricName,
+    OneShotMethodName,
     Registered,
     ScheduleName,
     TaskKindName,
@@ -102,6 +104,34 @@ class PruneSpec(BaseModel):
     seed_alpha: float = Field(default=1.0, gt=0.0, le=1e6, description="seed_ratio alpha")
     seed_gamma: float = Field(default=0.5, gt=0.0, lt=1.0, description="seed_ratio gamma")
 
+    method: OneShotMethodName | None = Field(
+        default=None,
+        description="one-shot, block by block (transformer models); unset: the iterative loop",
+    )
+    allocation: AllocationName = Field(
+        default="uniform", description="one-shot: how the target is spread over the blocks"
+    )
+    calibration_samples: int = Field(
+        default=128, ge=1, le=100_000, description="one-shot: calibration sequences"
+    )
+    comparison_group: Literal["row", "layer"] | None = Field(
+        default=None,
+        description="one-shot magnitude/wanda: weights compete per output row or per layer "
+        "(unset: per layer for magnitude, per row for wanda)",
+    )
+    sparsegpt_block_size: int = Field(
+        default=128, ge=1, le=65_536, description="sparsegpt: columns per block"
+    )
+    sparsegpt_dampening: float = Field(
+        default=0.01, gt=0.0, le=1.0, description="sparsegpt: fraction of mean diag(H) added"
+    )
+    owl_threshold: float = Field(
+        default=5.0, gt=0.0, le=1000.0, description="owl: outliers are scores above M x mean"
+    )
+    owl_lambda: float = Field(
+        default=0.08, ge=0.0, lt=0.5, description="owl: block sparsities within target +- lambda"
+    )
+
     @field_validator("target_sparsity", mode="before")
     @classmethod
     def _target(cls, value: Any) -> Any:
@@ -152,6 +182,30 @@ class PruneSpec(BaseModel):
                     f"target_sparsity must be {pattern_sparsity:g} for granularity "
                     f"{self.granularity!r} (N:M keeps N of every M weights)"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _oneshot_fields(self) -> PruneSpec:
+        if self.method is None:
+            if self.allocation != "uniform" or self.comparison_group is not None:
+                raise ValueError("'allocation' and 'comparison_group' need a one-shot 'method'")
+            return self
+        if self.search_max:
+            raise ValueError(f"one-shot method {self.method!r} needs a number as target_sparsity")
+        granularity = GRANULARITIES.entry(self.granularity).name
+        if granularity not in ("unstructured", "N:M"):
+            raise ValueError(
+                f"one-shot method {self.method!r} takes granularity 'unstructured' or N:M, "
+                f"not {self.granularity!r}"
+            )
+        if granularity == "N:M" and not ALLOCATIONS.info(self.allocation)["nm"]:
+            raise ValueError(f"allocation {self.allocation!r} cannot vary an N:M pattern")
+        groups = ONESHOT_METHODS.info(self.method)["groups"]
+        if self.comparison_group is not None and self.comparison_group not in groups:
+            raise ValueError(
+                f"one-shot method {self.method!r} takes no comparison_group "
+                f"{self.comparison_group!r}"
+            )
         return self
 
 

@@ -15,12 +15,14 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, core_schema
 
 from core.registries import (
+    ALLOCATIONS,
     ARCHITECTURES,
     AUTO,
     CRITERIA,
     DATASETS,
     GRANULARITIES,
     METRICS,
+    ONESHOT_METHODS,
     SCHEDULES,
     TASK_KINDS,
 )
@@ -90,6 +92,8 @@ MetricName = Annotated[str, Registered(METRICS)]
 ScheduleName = Annotated[str, Registered(SCHEDULES)]
 CriterionName = Annotated[str, Registered(CRITERIA, extra=(AUTO,))]
 Granularity = Annotated[str, Registered(GRANULARITIES)]
+OneShotMethodName = Annotated[str, Registered(ONESHOT_METHODS)]
+AllocationName = Annotated[str, Registered(ALLOCATIONS)]
 TaskKindName = Annotated[str, Registered(TASK_KINDS)]
 
 

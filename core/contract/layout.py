@@ -22,10 +22,20 @@ CHECKPOINT_OPTIMIZER = "optimizer.safetensors"
 CHECKPOINT_STATE = "state.json"
 CHECKPOINTS_KEPT = 2
 
+# a one-shot run's checkpoint: oneshot/ holds block-NNNN.safetensors per finished block and
+# progress.json (blocks done, per-block sparsities, reports), written after the block file
+ONESHOT_DIR = "oneshot"
+ONESHOT_PROGRESS = "progress.json"
+
 
 def checkpoint_dir_name(step: int) -> str:
     """The directory name of step `step`'s checkpoint: step-NNNN."""
     return f"step-{step:04d}"
+
+
+def oneshot_block_name(index: int) -> str:
+    """The file name of one-shot block `index`'s pruned weights: block-NNNN.safetensors."""
+    return f"block-{index:04d}.safetensors"
 
 
 def sha256_file(path: Path) -> str:

@@ -14,12 +14,14 @@ from core.granularity import make_granularity
 from core.importance import make_importance
 from core.metrics import make_metric
 from core.registries import (
+    ALLOCATIONS,
     ARCHITECTURES,
     AUTO,
     CRITERIA,
     DATASETS,
     GRANULARITIES,
     METRICS,
+    ONESHOT_METHODS,
     SCHEDULES,
 )
 from core.registry import Registry
@@ -54,6 +56,12 @@ CASES = [
     (CRITERIA, lambda n: _body(prune__criterion=n), "prune.criterion"),
     (SCHEDULES, lambda n: _body(prune__schedule={"kind": n}), "prune.schedule.kind"),
     (GRANULARITIES, lambda n: _body(prune__granularity=n), "prune.granularity"),
+    (ONESHOT_METHODS, lambda n: _body(prune__method=n), "prune.method"),
+    (
+        ALLOCATIONS,
+        lambda n: _body(prune__method="wanda", prune__allocation=n),
+        "prune.allocation",
+    ),
 ]
 
 
@@ -113,6 +121,9 @@ def test_every_entry_resolves_to_a_working_implementation():
         assert callable(ARCHITECTURES.resolve(name))
     for name in DATASETS:
         assert callable(DATASETS.resolve(name))
+    for registry in (ONESHOT_METHODS, ALLOCATIONS):
+        for name in registry:
+            assert registry.resolve(name).name == name
 
 
 def _readme_line(key: str) -> str:
@@ -128,6 +139,8 @@ def _alternatives(comment: str) -> list[str]:
 def test_readme_lists_the_registered_names():
     assert _alternatives(_readme_line("granularity")) == list(GRANULARITIES)
     assert _alternatives(_readme_line("criterion")) == [*CRITERIA, AUTO]
+    assert _alternatives(_readme_line("method")) == list(ONESHOT_METHODS)
+    assert _alternatives(_readme_line("allocation")) == list(ALLOCATIONS)
     schedule = _readme_line(r"schedule").split("#")[-1]
     assert _alternatives(schedule) == list(SCHEDULES)
     tasks = re.search(r"built-in tasks \(([^)]*)", README)
