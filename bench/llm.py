@@ -33,9 +33,9 @@ from torch import Tensor, nn  # noqa: E402
 from bench.common import write_section  # noqa: E402
 from core.oneshot.config import OneShotConfig  # noqa: E402
 from core.oneshot.engine import prune_oneshot  # noqa: E402
-from tests.support.transformers_import import prepare_transformers  # noqa: E402
+from tests.support.torchvision_ops import prepare_torchvision  # noqa: E402
 
-prepare_transformers()
+prepare_torchvision()
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
 SEQ = 128

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from tests.support.transformers_import import prepare_transformers
+from tests.support.torchvision_ops import prepare_torchvision
 
-prepare_transformers()
+prepare_torchvision()
 
 from transformers import (  # noqa: E402
     BertConfig,
