@@ -19,12 +19,14 @@ from torch import nn
 from core import artifact
 from core.contract.entrypoints import ANY_MODULE, EntrypointAllowList
 from core.data import TaskData, load_task
-from core.errors import DataInvalid, ModelLoadFailed
+from core.errors import DataInvalid, ModelLoadFailed, PruneCancelled
 from core.finetune import evaluate, to_tensors
+from core.limits import JobLimits, check_file_size
 from core.loop import CheckpointCallback, PhaseCallback, PruneOutcome, prune
 from core.metrics import make_metric
 from core.models import architecture, build_model, load_weights
 from core.report import StepCallback
+from core.sizing import estimate
 from core.spec import JobSpec
 from core.uri import fetch
 
@@ -47,24 +49,39 @@ def resolve_device(name: str) -> torch.device:
 
 
 def prepare(
-    spec: JobSpec, *, cache_dir: Path, allowed_entrypoints: EntrypointAllowList
+    spec: JobSpec,
+    *,
+    cache_dir: Path,
+    allowed_entrypoints: EntrypointAllowList,
+    limits: JobLimits | None = None,
 ) -> tuple[TaskData, nn.Module]:
-    """Load the task's data and build the model (with its weights, when the spec names them)."""
-    fetcher = functools.partial(fetch, cache_dir=cache_dir)
-    data = load_task(spec.task, fetch=fetcher)
-    torch.manual_seed(spec.seed)
-    model = build_model(
+    """Load the task's data and build the model (with its weights, when the spec names them).
+
+    With `limits`, the data and weights files are size-checked before they are read, and the
+    model is sized on the `meta` device before it is built for real (`core.sizing`).
+    """
+    max_bytes = None if limits is None else limits.max_data_bytes
+    fetcher = functools.partial(fetch, cache_dir=cache_dir, max_bytes=max_bytes)
+    data = load_task(spec.task, fetch=fetcher, limits=limits)
+    build = functools.partial(
+        build_model,
         spec.model,
         input_shape=data.input_shape,
         num_classes=data.num_classes,
         allowed_entrypoints=allowed_entrypoints,
         input_dtype=data.input_dtype,
     )
+    if limits is not None:
+        estimate(build, data=data, batch_size=spec.finetune.batch_size, limits=limits)
+    torch.manual_seed(spec.seed)
+    model = build()
     if spec.model.weights is not None:
         try:
             path = fetcher(spec.model.weights)
         except FileNotFoundError as error:
             raise ModelLoadFailed(str(error)) from error
+        if limits is not None:
+            check_file_size(path, limits=limits, what="weights")
         load_weights(model, path)
     return data, model
 
@@ -97,6 +114,7 @@ def run_job(
     on_checkpoint: CheckpointCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
     on_data: Callable[[TaskData], None] | None = None,
+    limits: JobLimits | None = None,
 ) -> JobOutput:
     """Run `spec` and export its verified artifact to `out_dir`.
 
@@ -105,10 +123,14 @@ def run_job(
         work_dir: downloads (`cache/`) and per-step checkpoints (`checkpoints/`).
         resume: continue from the newest checkpoint in `work_dir/checkpoints`.
         on_data: receives the task's data once loaded (class count, sizes), before pruning.
+        limits: the job's resource limits (`core.limits`), checked before anything is allocated.
     """
     torch_device = resolve_device(device)
     data, model = prepare(
-        spec, cache_dir=work_dir / "cache", allowed_entrypoints=allowed_entrypoints
+        spec,
+        cache_dir=work_dir / "cache",
+        allowed_entrypoints=allowed_entrypoints,
+        limits=limits,
     )
     if data.x_train.shape[0] < 1 or data.x_val.shape[0] < 1:
         raise DataInvalid("the task needs at least one training and one validation example")
@@ -126,6 +148,8 @@ def run_job(
         on_checkpoint=on_checkpoint,
         should_stop=should_stop,
     )
+    if should_stop is not None and should_stop():
+        raise PruneCancelled("stop requested")
     if on_phase is not None:
         on_phase("exporting")
     manifest = artifact.export(

@@ -23,11 +23,10 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from core.contract.entrypoints import EntrypointAllowList
 from core.contract.errors import ErrorCode
 from core.contract.jsonsafe import json_safe
 from core.contract.layout import MANIFEST, sha256_file
-from core.contract.records import JobResult, Manifest
+from core.contract.records import JobResult
 from core.contract.specfile import describe_validation
 from core.contract.version import SPEC_VERSION
 from core.errors import PruneCancelled, PruningError
@@ -37,6 +36,7 @@ from service.policy import check_policy
 from service.storage import ArtifactStorage, artifact_key, job_prefix, storage_from_url
 from service.store import ArtifactRow, Claim, JobStore
 from workers.checkpoints import CheckpointMirror, storage_call
+from workers.engine import EngineCall, EngineHooks, artifact_files, run_in_child, run_in_process
 from workers.errors import DATABASE_ERRORS, INFRA_ERRORS, infra_code, one_line
 from workers.journal import JobJournal
 from workers.lease import Heartbeat
@@ -304,6 +304,8 @@ class JobRunner:
             )
         if heartbeat.lost or not store_write(f"job {claim.job_id}: heartbeat", heartbeat.beat):
             return None
+        if heartbeat.cancel_requested:  # asked during export, after the engine's last check
+            return self._cancelled(claim, mirror)
         if not self._publish(claim, output):
             heartbeat.lost = True
             return None
@@ -333,13 +335,10 @@ class JobRunner:
         resume: bool,
         journal: JobJournal,
     ) -> EngineOutput:
-        from core.data import TaskData
-        from core.job import run_job  # torch loads here, in the worker process, never earlier
-
         journal.start(metric=spec.task.metric, max_drop=spec.prune.max_metric_drop)
 
-        def on_data(data: TaskData) -> None:
-            journal.num_classes = data.num_classes
+        def on_classes(count: int) -> None:
+            journal.num_classes = count
 
         def on_step(report: StepReport) -> None:
             if heartbeat.lost:
@@ -371,33 +370,28 @@ class JobRunner:
                 heartbeat.lost = True
 
         out_dir = work / "artifact"
-        output = run_job(
-            spec,
+        call = EngineCall(
+            spec=spec,
             out_dir=out_dir,
             work_dir=work,
             device=self.settings.device,
-            allowed_entrypoints=EntrypointAllowList.only(self.settings.allowed_entrypoints),
+            allowed_entrypoints=tuple(self.settings.allowed_entrypoints),
             resume=resume,
+            limits=self.settings.job_limits,
+        )
+        hooks = EngineHooks(
             on_step=on_step,
             on_phase=on_phase,
             on_checkpoint=mirror.upload,
+            on_classes=on_classes,
             should_stop=heartbeat.should_stop,
-            on_data=on_data,
         )
-        summary = output.outcome.result.to_dict()
-        summary.pop("steps")
-        manifest = Manifest.model_validate(output.manifest)
-        result = {
-            **summary,
-            "metrics": manifest.metrics,
-            "complexity": manifest.complexity,
-            "latency": manifest.latency,
-            "artifact_sparsity": manifest.sparsity,
-        }
-        files = sorted(p.name for p in out_dir.iterdir() if p.is_file())
-        if MANIFEST not in files:
-            raise PruningError(f"the engine exported no {MANIFEST}")
-        del output
+        limit = self.settings.job_memory_limit_bytes
+        if limit > 0:
+            result = run_in_child(call, hooks, memory_limit_bytes=limit)
+        else:
+            result = run_in_process(call, hooks)
+        files = artifact_files(out_dir)
         free_accelerator_memory()
         return EngineOutput(
             result=JobResult.model_validate(json_safe(result)), artifact_dir=out_dir, files=files
