@@ -30,7 +30,6 @@ from core.contract.records import JobResult
 from core.contract.specfile import describe_validation
 from core.contract.version import SPEC_VERSION
 from core.errors import PruneCancelled, PruningError
-from core.report import StepReport
 from core.spec import JobSpec
 from service.policy import check_policy
 from service.storage import ArtifactStorage, artifact_key, job_prefix, storage_from_url
@@ -38,9 +37,11 @@ from service.store import ArtifactRow, Claim, JobStore
 from workers.checkpoints import CheckpointMirror, storage_call
 from workers.engine import EngineCall, EngineHooks, artifact_files, run_in_child, run_in_process
 from workers.errors import DATABASE_ERRORS, INFRA_ERRORS, infra_code, one_line
+from workers.fairness import claim_fairly
 from workers.journal import JobJournal
 from workers.lease import Heartbeat
 from workers.metrics import WorkerMetrics
+from workers.progress import Progress
 from workers.retry import retry_for
 from workers.settings import WorkerSettings
 
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 SKIPPED = "skipped"
 REQUEUED = "requeued"
+DEFERRED = "deferred"
 
 
 def lease_owner() -> str:
@@ -130,12 +132,17 @@ class JobRunner:
         Raises:
             The errors in INFRA_ERRORS, when `last_try` is False.
         """
-        claim = self.store.claim(
+        fair = claim_fairly(
+            self.store,
             job_id,
             owner=self.owner,
             stale_after_s=self.settings.stale_after_s,
             max_attempts=self.settings.max_attempts,
+            max_running_per_tenant=self.settings.tenant_max_running_jobs,
         )
+        if fair.deferred and fair.queue is not None:
+            return self._defer(job_id, fair.queue)
+        claim = fair.claim
         if claim is None:
             log.info("job %s: not taken (final, leased elsewhere or out of attempts)", job_id)
             return SKIPPED
@@ -191,6 +198,14 @@ class JobRunner:
         if self.send is not None:
             self.send(claim.job_id, claim.queue)
         return REQUEUED
+
+    def _defer(self, job_id: str, queue: str) -> str:
+        """Every tenant waiting on `queue` is at its cap: send the message again after a pause."""
+        log.info("job %s: every waiting tenant is at its running-job cap; waiting", job_id)
+        time.sleep(self.settings.heartbeat_s)
+        if self.send is not None:
+            self.send(job_id, queue)
+        return DEFERRED
 
     def _observe_start(self, claim: Claim) -> None:
         self.metrics.job_started()
@@ -337,38 +352,14 @@ class JobRunner:
     ) -> EngineOutput:
         journal.start(metric=spec.task.metric, max_drop=spec.prune.max_metric_drop)
 
-        def on_classes(count: int) -> None:
-            journal.num_classes = count
-
-        def on_step(report: StepReport) -> None:
-            if heartbeat.lost:
-                return
-            row = report.to_dict()
-            written = store_write(
-                f"job {claim.job_id}: record step {report.step}",
-                lambda: self.store.record_step(
-                    claim.job_id, owner=self.owner, attempt=claim.attempt, report=row
-                ),
-            )
-            if not written:
-                # Another worker holds the job now: stop at the next batch, as on heartbeat loss.
-                log.warning("job %s: lease lost; step %d not recorded", claim.job_id, report.step)
-                heartbeat.lost = True
-                return
-            self.metrics.step(
-                seconds=report.seconds, sparsity=report.sparsity, metric=report.metric
-            )
-            if not journal.step(row):
-                heartbeat.lost = True
-
-        def on_phase(phase: str) -> None:
-            owned = store_write(
-                f"job {claim.job_id}: phase {phase}",
-                lambda: self.store.set_phase(claim.job_id, owner=self.owner, phase=phase),
-            )
-            if not (owned and journal.phase(phase)):
-                heartbeat.lost = True
-
+        progress = Progress(
+            store=self.store,
+            metrics=self.metrics,
+            owner=self.owner,
+            claim=claim,
+            heartbeat=heartbeat,
+            journal=journal,
+        )
         out_dir = work / "artifact"
         call = EngineCall(
             spec=spec,
@@ -380,10 +371,10 @@ class JobRunner:
             limits=self.settings.job_limits,
         )
         hooks = EngineHooks(
-            on_step=on_step,
-            on_phase=on_phase,
+            on_step=progress.step,
+            on_phase=progress.phase,
             on_checkpoint=mirror.upload,
-            on_classes=on_classes,
+            on_classes=progress.classes,
             should_stop=heartbeat.should_stop,
         )
         limit = self.settings.job_memory_limit_bytes

@@ -17,6 +17,8 @@ class WorkerSettings(SharedSettings):
 
     device: str = "auto"
     metrics_port: int = Field(default=9100, ge=0, le=65535)
+    # fair dispatch: a tenant with this many running jobs gets no more workers (0 = no cap)
+    tenant_max_running_jobs: int = Field(default=0, ge=0)
     # per-job limits (core.limits.JobLimits): checked before anything is allocated
     max_params: int = Field(default=JobLimits.max_params, ge=1)
     max_job_memory_bytes: int = Field(default=JobLimits.max_job_memory_bytes, ge=1)
