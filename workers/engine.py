@@ -18,11 +18,14 @@ A child that dies anyway (SIGKILL from a cgroup or the OOM killer) fails its job
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import multiprocessing.connection
 import resource
-from collections.abc import Callable
+import sys
+import types
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +39,24 @@ from core.spec import JobSpec
 
 log = logging.getLogger(__name__)
 POLL_S = 0.1
+# Imported once by the forkserver, so that no job pays for them (missing ones are skipped).
+PRELOAD = (
+    "core.job",
+    "workers.engine",
+    "core.architectures",
+    "core.granularity",
+    "core.importance",
+    "core.seed_ratio",
+    "core.latency",
+    "core.measure",
+    "core.curve",
+    "matplotlib.figure",
+    "matplotlib.ticker",
+    "safetensors.torch",
+    "sklearn.datasets",
+    "sklearn.model_selection",
+    "mnist1d.data",
+)
 _context: Any = None
 
 
@@ -161,8 +182,24 @@ def _forkserver() -> Any:
     global _context
     if _context is None:
         _context = multiprocessing.get_context("forkserver")
-        _context.set_forkserver_preload(["core.job", "workers.engine"])
+        _context.set_forkserver_preload(list(PRELOAD))
     return _context
+
+
+@contextlib.contextmanager
+def _bare_main() -> Iterator[None]:
+    """Start children without re-running this process's `__main__` (the worker's command line).
+
+    multiprocessing re-imports the parent's main module in every child it starts; for a worker
+    started as `python -m cli worker` that would start a second worker inside the job's child.
+    The children need nothing from it: their target lives in this module.
+    """
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
 
 
 def _failure(code: str, message: str) -> PruningError:
@@ -193,7 +230,8 @@ def run_in_child(
     process = context.Process(
         target=_child_main, args=(child, stop, call, memory_limit_bytes), daemon=True
     )
-    process.start()
+    with _bare_main():
+        process.start()
     child.close()
     handlers: dict[str, Callable[[Any], None]] = {
         "step": hooks.on_step,
