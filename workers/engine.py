@@ -22,6 +22,7 @@ import contextlib
 import logging
 import multiprocessing
 import multiprocessing.connection
+import re
 import resource
 import sys
 import types
@@ -165,9 +166,11 @@ def _child_main(
         conn.send(("error", (error.code, str(error))))
     except BaseException as error:
         if out_of_memory(error):
+            asked = re.search(r"allocate (\d+) bytes", str(error))
             message = (
                 f"the job ran out of memory under its limit of {human_bytes(memory_limit_bytes)} "
-                f"(ADAPRUNE_JOB_MEMORY_LIMIT_BYTES): {type(error).__name__}: {error}"
+                "(ADAPRUNE_JOB_MEMORY_LIMIT_BYTES)"
+                + (f" allocating {human_bytes(int(asked.group(1)))}" if asked else "")
             )
             conn.send(("error", ("resource_limit", message)))
         else:

@@ -58,7 +58,9 @@ def test_a_tiny_runtime_budget_stops_pre_training(shared: Service) -> None:
     job = shared.wait_final(job_id, timeout_s=90)
     assert job.state == "succeeded", job.error_message
     assert job.result is not None and job.result["stop_reason"] == "max_runtime"
-    assert job.result["seconds"] < 10
+    # 5000 epochs would take minutes; the budget ends pre-training at 2 s, and what follows
+    # (evaluation, the dense copy, the step-0 checkpoint) takes seconds on a loaded machine
+    assert job.result["seconds"] < 30 and job.result["epochs"] == 0
 
 
 def test_an_allocation_past_the_job_memory_limit_fails_that_job_and_the_worker_lives_on(
