@@ -121,7 +121,8 @@ class JobRunner:
         """Claim and run the job `job_id`, unless another worker holds it or it is final.
 
         Args:
-            job_id: the id carried by the queue message.
+            job_id: the id carried by the queue message; the job run may be another queued one
+                (`workers.fairness`: the message is spent on the least-served tenant's job).
             last_try: when an infrastructure error happens, fail the job (True) or raise it so
                 that the task is retried (False).
 
@@ -146,6 +147,7 @@ class JobRunner:
         if claim is None:
             log.info("job %s: not taken (final, leased elsewhere or out of attempts)", job_id)
             return SKIPPED
+        job_id = claim.job_id  # the fair choice may be another job than the message named
         if not claim.cancel_requested and _newer_spec(claim.spec):
             return self._requeue(claim)
         log.info("job %s: attempt %d on %s", job_id, claim.attempt, self.owner)
