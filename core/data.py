@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import DataInvalid
+from core.limits import JobLimits, check_npz
 from core.registries import DATASETS
 from core.spec import TaskRef
 
@@ -46,18 +47,22 @@ class TaskData:
         return "int64" if self.x_train.dtype.kind in "iu" else "float32"
 
 
-def load_task(task: TaskRef, *, fetch: Callable[[str], Path]) -> TaskData:
+def load_task(
+    task: TaskRef, *, fetch: Callable[[str], Path], limits: JobLimits | None = None
+) -> TaskData:
     """Load the task a job names.
 
     Args:
         task: a built-in dataset name or a `.npz` URI.
         fetch: turns a URI into a local path (see `core.uri.fetch`).
+        limits: size limits checked on the file and its arrays' headers before inflating.
 
     Returns:
         The checked task data.
 
     Raises:
         DataInvalid: the file is missing or fails a check in `load_npz`.
+        ResourceLimit: the file or an array it declares is over `limits`.
     """
     if task.dataset is not None:
         return builtin_task(task.dataset)
@@ -67,6 +72,8 @@ def load_task(task: TaskRef, *, fetch: Callable[[str], Path]) -> TaskData:
         path = fetch(task.data)
     except FileNotFoundError as error:
         raise DataInvalid(f"task data {task.data!r} was not found") from error
+    if limits is not None:
+        check_npz(path, limits=limits)
     return load_npz(path, name=Path(task.data).stem)
 
 

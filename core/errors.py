@@ -49,3 +49,9 @@ class CheckpointInvalid(PruningError):
     """A checkpoint cannot be resumed from: e.g. written by a newer run-state version."""
 
     code = "checkpoint_invalid"
+
+
+class ResourceLimit(PruningError):
+    """The job needs more than the worker allows: parameters, memory, data or download size."""
+
+    code = "resource_limit"

@@ -106,12 +106,14 @@ def train_epoch(
     params: Mapping[str, nn.Parameter] | None = None,
     distill: Distillation | None = None,
     should_stop: StopCheck | None = None,
+    out_of_time: StopCheck | None = None,
     lr_at: Callable[[float], float] | None = None,
 ) -> float:
     """One pass over (x, y); pruned weights are zeroed after every optimizer step.
 
     Gradients of pruned weights are zeroed before the step too, so optimizer moments never
     build up behind a mask. `lr_at(fraction_of_epoch_done)` sets the learning rate per batch.
+    `out_of_time()` True between batches ends the epoch early (the runtime budget is spent).
 
     Returns:
         The mean training loss.
@@ -131,6 +133,8 @@ def train_epoch(
     for xb, yb in batches(x, y, batch_size=batch_size, generator=generator):
         if should_stop is not None and should_stop():
             raise PruneCancelled("stop requested")
+        if out_of_time is not None and seen and out_of_time():
+            break
         if lr_at is not None:
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(seen / count)

@@ -19,13 +19,15 @@ from torch import nn
 from core import artifact
 from core.contract.entrypoints import ANY_MODULE, EntrypointAllowList
 from core.data import TaskData, load_task
-from core.errors import DataInvalid, ModelLoadFailed
+from core.errors import DataInvalid, ModelLoadFailed, PruneCancelled
 from core.finetune import evaluate, to_tensors
 from core.hf.adapter import HFAdapter
+from core.limits import JobLimits, check_file_size
 from core.loop import CheckpointCallback, PhaseCallback, PruneOutcome, prune
 from core.metrics import make_metric
 from core.models import architecture, build_model, load_weights
 from core.report import StepCallback
+from core.sizing import estimate
 from core.spec import JobSpec
 from core.uri import fetch, fetch_dir
 
@@ -53,18 +55,24 @@ def prepare(
     cache_dir: Path,
     allowed_entrypoints: EntrypointAllowList,
     sources: Mapping[str, Path] | None = None,
+    limits: JobLimits | None = None,
 ) -> tuple[TaskData, nn.Module]:
     """Load the task's data and build the model (with its weights, when the spec names them).
 
     Args:
         sources: local copies of URIs the caller fetched already; other URIs are fetched here.
+        limits: with them, the data and weights files are size-checked before they are read,
+            and the model is sized on the `meta` device before it is built (`core.sizing`).
 
     A Hugging Face model (`model.hf`) comes with its text task, tokenised by its tokenizer.
     """
     known = dict(sources or {})
+    max_bytes = None if limits is None else limits.max_data_bytes
 
     def fetcher(uri: str) -> Path:
-        return known[uri] if uri in known else fetch(uri, cache_dir=cache_dir)
+        if uri in known:
+            return known[uri]
+        return fetch(uri, cache_dir=cache_dir, max_bytes=max_bytes)
 
     if spec.model.hf is not None:
         from core.hf.load import prepare_hf
@@ -74,20 +82,26 @@ def prepare(
             spec, fetch_dir=functools.partial(fetch_dir, cache_dir=cache_dir), fetch=fetcher
         )
         return data, adapter
-    data = load_task(spec.task, fetch=fetcher)
-    torch.manual_seed(spec.seed)
-    model = build_model(
+    data = load_task(spec.task, fetch=fetcher, limits=limits)
+    build = functools.partial(
+        build_model,
         spec.model,
         input_shape=data.input_shape,
         num_classes=data.num_classes,
         allowed_entrypoints=allowed_entrypoints,
         input_dtype=data.input_dtype,
     )
+    if limits is not None:
+        estimate(build, data=data, batch_size=spec.finetune.batch_size, limits=limits)
+    torch.manual_seed(spec.seed)
+    model = build()
     if spec.model.weights is not None:
         try:
             path = fetcher(spec.model.weights)
         except FileNotFoundError as error:
             raise ModelLoadFailed(str(error)) from error
+        if limits is not None:
+            check_file_size(path, limits=limits, what="weights")
         load_weights(model, path)
     return data, model
 
@@ -135,6 +149,7 @@ def run_job(
     should_stop: Callable[[], bool] | None = None,
     on_data: Callable[[TaskData], None] | None = None,
     sources: Mapping[str, Path] | None = None,
+    limits: JobLimits | None = None,
 ) -> JobOutput:
     """Run `spec` and export its verified artifact to `out_dir`.
 
@@ -144,6 +159,7 @@ def run_job(
         resume: continue from the newest checkpoint in `work_dir/checkpoints`.
         on_data: receives the task's data once loaded (class count, sizes), before pruning.
         sources: local copies of the spec's URIs, already fetched and checked by the caller.
+        limits: the job's resource limits (`core.limits`), checked before anything is allocated.
     """
     torch_device = resolve_device(device)
     data, model = prepare(
@@ -151,6 +167,7 @@ def run_job(
         cache_dir=work_dir / "cache",
         allowed_entrypoints=allowed_entrypoints,
         sources=sources,
+        limits=limits,
     )
     if data.x_train.shape[0] < 1 or data.x_val.shape[0] < 1:
         raise DataInvalid("the task needs at least one training and one validation example")
@@ -168,6 +185,8 @@ def run_job(
         on_checkpoint=on_checkpoint,
         should_stop=should_stop,
     )
+    if should_stop is not None and should_stop():
+        raise PruneCancelled("stop requested")
     if on_phase is not None:
         on_phase("exporting")
     manifest = artifact.export(

@@ -53,6 +53,7 @@ class PruneOutcome:
 def baseline(run: Run, *, pretrain: bool) -> None:
     """Train the dense model if asked, evaluate it, plan the run and checkpoint step 0."""
     run.phase("baseline")
+    run.check()
     start = time.perf_counter()
     finetune = run.spec.finetune
     state = run.state
@@ -66,6 +67,7 @@ def baseline(run: Run, *, pretrain: bool) -> None:
             lr_at=lambda i: cosine_lr(base=lr, epoch=i, epochs=epochs),
             count=False,
         )
+    run.check()
     state.dense_metric, val_loss = run.evaluate()
     if not math.isfinite(val_loss):
         # Finite weights can still overflow (3e38 in every weight): no step can be measured.
@@ -79,7 +81,9 @@ def baseline(run: Run, *, pretrain: bool) -> None:
         run.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         dense_state = {k: v.detach().contiguous().cpu() for k, v in run.model.state_dict().items()}
         save_file(dense_state, str(run.checkpoint_dir / DENSE_WEIGHTS))
+    run.check()
     plan_layers(run)
+    run.check()
     run.optimizer = run.new_optimizer(finetune.lr)
     if SCHEDULES.info(run.spec.prune.schedule.kind)["adaptive"]:
         state.controller = AdaptiveController.initial_state(
@@ -104,6 +108,7 @@ def final(run: Run) -> None:
     """Fine-tune at the accepted sparsity with a cosine decay, report and checkpoint."""
     start = time.perf_counter()
     run.phase("finetuning")
+    run.check()
     finetune = run.spec.finetune
     state = run.state
     epochs = min(finetune.final_epochs, run.spec.budget.max_epochs - state.counters.finetune_epochs)

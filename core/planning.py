@@ -33,6 +33,8 @@ def plan_layers(run: Run) -> None:
             spec=prune_spec,
             granularity=granularity,
             evaluate=run.evaluate,
+            check=run.check,
+            out_of_time=run.out_of_time,
         )
         state.plan.sensitivity = sensitivity
         fixed = set(granularity.skipped_layers(run.model, plan=state.plan))
@@ -48,6 +50,8 @@ def plan_layers(run: Run) -> None:
             plan=state.plan,
             evaluate=run.evaluate,
             example_inputs=run.example,
+            check=run.check,
+            out_of_time=run.out_of_time,
         )
         state.criterion = outcome.criterion
         state.probe = {f"loss.{k}": v for k, v in outcome.losses.items()} | {

@@ -23,6 +23,7 @@ from core.checkpoint import load_latest, save_checkpoint
 from core.contract.layout import CHECKPOINT_DENSE
 from core.controller import AdaptiveController, over_tolerance
 from core.data import TaskData
+from core.errors import PruneCancelled
 from core.finetune import (
     Distillation,
     batches,
@@ -122,6 +123,15 @@ class Run:
             weight=finetune.distill_weight,
         )
 
+    def check(self) -> None:
+        """Raise PruneCancelled when the caller asked to stop; every phase's loop calls it."""
+        if self.should_stop is not None and self.should_stop():
+            raise PruneCancelled("stop requested")
+
+    def out_of_time(self) -> bool:
+        """Whether `budget.max_runtime_s` is spent (bounds pre-training and the probes too)."""
+        return self.elapsed() >= self.spec.budget.max_runtime_s
+
     def budget_left(self) -> StopReason | None:
         if self.state.counters.finetune_epochs >= self.spec.budget.max_epochs:
             return "max_epochs"
@@ -141,7 +151,8 @@ class Run:
         counters = self.state.counters
         loss = math.nan
         for index in range(epochs):
-            if count and self.budget_left() is not None:
+            self.check()
+            if (count and self.budget_left() is not None) or self.out_of_time():
                 break
             # dropout and other global-RNG users draw from a stream fixed by the epoch counter
             torch.manual_seed(self.spec.seed * 1_000_003 + counters.epoch)
@@ -156,6 +167,7 @@ class Run:
                 params=prunable_parameters(self.model) if self.masks else None,
                 distill=self._distillation() if count else None,
                 should_stop=self.should_stop,
+                out_of_time=self.out_of_time,
                 lr_at=lr_at(index) if lr_at is not None else None,
             )
             counters.epoch += 1

@@ -26,6 +26,19 @@ TEXT_SUFFIXES = (".jsonl", ".csv", ".parquet")
 MAX_TEXT_LENGTH = 8192
 
 
+# No size, count or seed a factory takes is near 2**53 (the largest integer JSON carries exactly);
+# a larger one is an attack on the worker's memory, refused before it reaches a queue.
+MAX_KWARG_INT = 2**53
+
+
+def _check_integers(where: str, value: Any) -> None:
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_KWARG_INT:
+        raise ValueError(f"{where}: integer {value} is beyond the limit of 2**53")
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_integers(f"{where}[{index}]", item)
+
+
 class ModelRef(BaseModel):
     """Which model to prune: a built-in architecture, a user factory (with optional weights) or
     a Hugging Face `save_pretrained` directory (`hf`)."""
@@ -67,6 +80,7 @@ class ModelRef(BaseModel):
         for key, item in value.items():
             if not isinstance(item, (int, float, str, bool, type(None), list)):
                 raise ValueError(f"kwargs[{key!r}] must be a number, string, bool, null or list")
+            _check_integers(f"kwargs[{key!r}]", item)
         return value
 
     @model_validator(mode="after")

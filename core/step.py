@@ -49,6 +49,7 @@ def prune_step(run: Run) -> bool:
     snapshot = run.snapshot() if adaptive else None
 
     run.phase("scoring")
+    run.check()
     scores = run.importance()(run.scoring_context())
     phases["scoring"] = time.perf_counter() - start
     mark = time.perf_counter()
@@ -68,6 +69,7 @@ def prune_step(run: Run) -> bool:
         reestimate_batchnorm(run.model, (xb for xb, _ in run.scoring_context().batches))
     phases["masking"] = time.perf_counter() - mark
 
+    run.check()
     run.phase("finetuning")
     mark = time.perf_counter()
     epochs_before = state.counters.finetune_epochs

@@ -15,6 +15,8 @@ import tempfile
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from core.download import capped_s3_download
+
 ARTIFACT_SCHEME = "artifact"
 _ARTIFACT = re.compile(
     r"^artifact://(?P<job>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
@@ -102,7 +104,7 @@ def copy_no_links(path: str, dest: Path) -> Path:
     return dest
 
 
-def fetch(uri: str, *, cache_dir: Path) -> Path:
+def fetch(uri: str, *, cache_dir: Path, max_bytes: int | None = None) -> Path:
     """Return a local path holding the bytes the URI names.
 
     `file:///abs/path` is returned as is; `s3://bucket/key` is downloaded with boto3 (which reads
@@ -112,6 +114,7 @@ def fetch(uri: str, *, cache_dir: Path) -> Path:
     Args:
         uri: a `file://` or `s3://` URI.
         cache_dir: where downloaded objects are stored; created if missing.
+        max_bytes: refuse a download larger than this (HEAD first, then a capped stream).
 
     Returns:
         The path of a regular file.
@@ -125,7 +128,11 @@ def fetch(uri: str, *, cache_dir: Path) -> Path:
         return _local(uri, parts.netloc, parts.path)
     if parts.scheme == "s3":
         return _download_s3(
-            uri, bucket=parts.netloc, key=parts.path.lstrip("/"), cache_dir=cache_dir
+            uri,
+            bucket=parts.netloc,
+            key=parts.path.lstrip("/"),
+            cache_dir=cache_dir,
+            max_bytes=max_bytes,
         )
     if parts.scheme == ARTIFACT_SCHEME:
         raise ValueError(f"{uri!r}: artifact:// URIs name a job's files; the service reads them")
@@ -143,7 +150,9 @@ def _local(uri: str, host: str, path: str) -> Path:
     return local
 
 
-def _download_s3(uri: str, *, bucket: str, key: str, cache_dir: Path) -> Path:
+def _download_s3(
+    uri: str, *, bucket: str, key: str, cache_dir: Path, max_bytes: int | None
+) -> Path:
     if not bucket or not key:
         raise ValueError(f"{uri!r}: s3 URIs need a bucket and a key (s3://bucket/key)")
     import boto3
@@ -156,7 +165,14 @@ def _download_s3(uri: str, *, bucket: str, key: str, cache_dir: Path) -> Path:
     handle, temp_name = tempfile.mkstemp(dir=cache_dir, prefix=".part-")
     os.close(handle)
     try:
-        boto3.client("s3").download_file(bucket, key, temp_name)
+        capped_s3_download(
+            boto3.client("s3"),
+            uri=uri,
+            bucket=bucket,
+            key=key,
+            target=Path(temp_name),
+            max_bytes=max_bytes,
+        )
         os.replace(temp_name, target)
     except ClientError as error:
         Path(temp_name).unlink(missing_ok=True)
@@ -212,6 +228,8 @@ def fetch_dir(uri: str, *, cache_dir: Path) -> Path:
         raise FileNotFoundError(f"{uri!r}: no objects under the prefix")
     target.mkdir(parents=True, exist_ok=True)
     for key in keys:
-        fetched = _download_s3(f"s3://{bucket}/{key}", bucket=bucket, key=key, cache_dir=cache_dir)
+        fetched = _download_s3(
+            f"s3://{bucket}/{key}", bucket=bucket, key=key, cache_dir=cache_dir, max_bytes=None
+        )
         os.replace(fetched, target / Path(key).name)
     return target

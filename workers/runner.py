@@ -23,31 +23,33 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from core.contract.entrypoints import EntrypointAllowList
 from core.contract.errors import ErrorCode
 from core.contract.jsonsafe import json_safe
 from core.contract.layout import MANIFEST, sha256_file
-from core.contract.records import JobResult, Manifest
+from core.contract.records import JobResult
 from core.contract.specfile import describe_validation
 from core.errors import PruneCancelled, PruningError
-from core.report import StepReport
 from core.spec import JobSpec
 from service.policy import DataPolicy, check_policy
 from service.storage import ArtifactStorage, artifact_key, job_prefix, storage_from_url
 from service.store import ArtifactRow, Claim, JobStore
 from workers.checkpoints import CheckpointMirror, storage_call
 from workers.drain import Drain
+from workers.engine import EngineCall, EngineHooks, artifact_files, run_in_child, run_in_process
 from workers.errors import INFRA_ERRORS, StorageUnavailable, disk_error, infra_code, one_line
+from workers.fairness import claim_fairly
 from workers.handback import REQUEUED, SKIPPED, HandBack, newer_spec, store_write
 from workers.journal import JobJournal
 from workers.lease import Heartbeat
 from workers.metrics import WorkerMetrics
+from workers.progress import Progress
 from workers.settings import WorkerSettings
 from workers.sources import SourceFetcher, SourceRefused
 
 log = logging.getLogger(__name__)
 # What run() catches: an OSError counts when it is a local disk failure (disk_error).
 INFRA_OR_DISK_ERRORS: tuple[type[Exception], ...] = (*INFRA_ERRORS, OSError)
+DEFERRED = "deferred"
 
 
 def lease_owner() -> str:
@@ -115,7 +117,8 @@ class JobRunner(HandBack):
         """Claim and run the job `job_id`, unless another worker holds it or it is final.
 
         Args:
-            job_id: the id carried by the queue message.
+            job_id: the id carried by the queue message; the job run may be another queued one
+                (`workers.fairness`: the message is spent on the least-served tenant's job).
             last_try: when an infrastructure error happens, fail the job (True) or raise it so
                 that the task is retried (False).
 
@@ -126,15 +129,21 @@ class JobRunner(HandBack):
         Raises:
             The errors in INFRA_ERRORS, when `last_try` is False.
         """
-        claim = self.store.claim(
+        fair = claim_fairly(
+            self.store,
             job_id,
             owner=self.owner,
             stale_after_s=self.settings.stale_after_s,
             max_attempts=self.settings.max_attempts,
+            max_running_per_tenant=self.settings.tenant_max_running_jobs,
         )
+        if fair.deferred and fair.queue is not None:
+            return self._defer(job_id, fair.queue)
+        claim = fair.claim
         if claim is None:
             log.info("job %s: not taken (final, leased elsewhere or out of attempts)", job_id)
             return SKIPPED
+        job_id = claim.job_id  # the fair choice may be another job than the message named
         if not claim.cancel_requested and newer_spec(claim.spec):
             return self._requeue(claim)
         if self.drain.requested and not claim.cancel_requested:
@@ -176,6 +185,14 @@ class JobRunner(HandBack):
             self.metrics.job_ended(outcome=final, seconds=time.monotonic() - started)
             free_accelerator_memory()
         return outcome or "lost"
+
+    def _defer(self, job_id: str, queue: str) -> str:
+        """Every tenant waiting on `queue` is at its cap: send the message again after a pause."""
+        log.info("job %s: every waiting tenant is at its running-job cap; waiting", job_id)
+        time.sleep(self.settings.heartbeat_s)
+        if self.send is not None:
+            self.send(job_id, queue)
+        return DEFERRED
 
     def _observe_start(self, claim: Claim) -> None:
         self.metrics.job_started()
@@ -312,6 +329,8 @@ class JobRunner(HandBack):
             )
         if heartbeat.lost or not store_write(f"job {claim.job_id}: heartbeat", heartbeat.beat):
             return None
+        if heartbeat.cancel_requested:  # asked during export, after the engine's last check
+            return self._cancelled(claim, mirror)
         if not self._publish(claim, output):
             heartbeat.lost = True
             return None
@@ -346,73 +365,40 @@ class JobRunner(HandBack):
         journal: JobJournal,
         sources: dict[str, Path],
     ) -> EngineOutput:
-        from core.data import TaskData
-        from core.job import run_job  # torch loads here, in the worker process, never earlier
-
         journal.start(metric=spec.task.metric, max_drop=spec.prune.max_metric_drop)
 
-        def on_data(data: TaskData) -> None:
-            journal.num_classes = data.num_classes
-
-        def on_step(report: StepReport) -> None:
-            if heartbeat.lost:
-                return
-            row = report.to_dict()
-            written = store_write(
-                f"job {claim.job_id}: record step {report.step}",
-                lambda: self.store.record_step(
-                    claim.job_id, owner=self.owner, attempt=claim.attempt, report=row
-                ),
-            )
-            if not written:
-                # Another worker holds the job now: stop at the next batch, as on heartbeat loss.
-                log.warning("job %s: lease lost; step %d not recorded", claim.job_id, report.step)
-                heartbeat.lost = True
-                return
-            self.metrics.step(
-                seconds=report.seconds, sparsity=report.sparsity, metric=report.metric
-            )
-            if not journal.step(row):
-                heartbeat.lost = True
-
-        def on_phase(phase: str) -> None:
-            owned = store_write(
-                f"job {claim.job_id}: phase {phase}",
-                lambda: self.store.set_phase(claim.job_id, owner=self.owner, phase=phase),
-            )
-            if not (owned and journal.phase(phase)):
-                heartbeat.lost = True
-
+        progress = Progress(
+            store=self.store,
+            metrics=self.metrics,
+            owner=self.owner,
+            claim=claim,
+            heartbeat=heartbeat,
+            journal=journal,
+        )
         out_dir = work / "artifact"
-        output = run_job(
-            spec,
+        call = EngineCall(
+            spec=spec,
             out_dir=out_dir,
             work_dir=work,
             device=self.settings.device,
-            allowed_entrypoints=EntrypointAllowList.only(self.settings.allowed_entrypoints),
+            allowed_entrypoints=tuple(self.settings.allowed_entrypoints),
             resume=resume,
-            on_step=on_step,
-            on_phase=on_phase,
-            on_checkpoint=functools.partial(_upload_checkpoint, mirror, self.drain),
-            should_stop=lambda: heartbeat.should_stop() or self.drain.due(),
-            on_data=on_data,
+            limits=self.settings.job_limits,
             sources=sources,
         )
-        summary = output.outcome.result.to_dict()
-        summary.pop("steps")
-        manifest = Manifest.model_validate(output.manifest)
-        result = {
-            **summary,
-            "metrics": manifest.metrics,
-            "complexity": manifest.complexity,
-            "latency": manifest.latency,
-            "artifact_sparsity": manifest.sparsity,
-        }
-        # names relative to the artifact: plain, or model/<name> for a Hugging Face model
-        files = sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file())
-        if MANIFEST not in files:
-            raise PruningError(f"the engine exported no {MANIFEST}")
-        del output
+        hooks = EngineHooks(
+            on_step=progress.step,
+            on_phase=progress.phase,
+            on_checkpoint=functools.partial(_upload_checkpoint, mirror, self.drain),
+            on_classes=progress.classes,
+            should_stop=lambda: heartbeat.should_stop() or self.drain.due(),
+        )
+        limit = self.settings.job_memory_limit_bytes
+        if limit > 0:
+            result = run_in_child(call, hooks, memory_limit_bytes=limit)
+        else:
+            result = run_in_process(call, hooks)
+        files = artifact_files(out_dir)
         free_accelerator_memory()
         return EngineOutput(
             result=JobResult.model_validate(json_safe(result)), artifact_dir=out_dir, files=files

@@ -18,6 +18,7 @@ ErrorCode = Literal[
     "cancelled",
     "artifact_invalid",
     "checkpoint_invalid",
+    "resource_limit",
     # the service (service.errors) and its HTTP layer
     "service_error",
     "job_not_found",
