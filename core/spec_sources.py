@@ -170,9 +170,19 @@ class TaskRef(BaseModel):
         return self._check_text_task(self.kind)
 
     def _check_tensor_task(self) -> TaskRef:
+        # a stored spec carries every field at its default: only a value that differs from it
+        # was asked for
         text_fields = sorted(
-            {"text_column", "label_column", "max_length", "val_fraction", "test_fraction"}
-            & self.model_fields_set
+            name
+            for name in (
+                "text_column",
+                "label_column",
+                "max_length",
+                "val_fraction",
+                "test_fraction",
+            )
+            if name in self.model_fields_set
+            and getattr(self, name) != type(self).model_fields[name].default
         )
         if text_fields:
             raise ValueError(f"{', '.join(text_fields)}: only for text tasks (set 'kind')")

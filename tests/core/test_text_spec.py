@@ -134,3 +134,19 @@ def test_text_specs_validate_without_torch():
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(
+    "task",
+    [
+        {"dataset": "digits"},
+        {"data": "file:///d/task.npz"},
+        {"kind": "text-classification", "data": "file:///d/all.jsonl", "val_fraction": 0.2},
+    ],
+)
+def test_a_stored_spec_validates_again_as_the_worker_reads_it(task: dict[str, Any]) -> None:
+    # the API stores model_dump(mode="json"): every field present, at its default or not
+    model = {"hf": "file:///models/m"} if "kind" in task else {"arch": "mlp"}
+    spec = JobSpec.model_validate({"model": model, "task": task, "prune": {"target_sparsity": 0.5}})
+    stored = spec.model_dump(mode="json")
+    assert JobSpec.model_validate(stored) == spec
