@@ -17,7 +17,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +24,14 @@ from pydantic import ValidationError
 
 from core.contract.errors import ErrorCode
 from core.contract.jsonsafe import json_safe
-from core.contract.layout import MANIFEST, sha256_file
 from core.contract.records import JobResult
 from core.contract.specfile import describe_validation
 from core.errors import PruneCancelled, PruningError
 from core.spec import JobSpec
 from service.policy import DataPolicy, check_policy
-from service.storage import ArtifactStorage, artifact_key, job_prefix, storage_from_url
-from service.store import ArtifactRow, Claim, JobStore
-from workers.checkpoints import CheckpointMirror, storage_call
+from service.storage import ArtifactStorage, job_prefix, storage_from_url
+from service.store import Claim, JobStore
+from workers.checkpoints import CheckpointMirror
 from workers.drain import Drain
 from workers.engine import EngineCall, EngineHooks, artifact_files, run_in_child, run_in_process
 from workers.errors import INFRA_ERRORS, StorageUnavailable, disk_error, infra_code, one_line
@@ -43,6 +41,7 @@ from workers.journal import JobJournal
 from workers.lease import Heartbeat
 from workers.metrics import WorkerMetrics
 from workers.progress import Progress
+from workers.publish import EngineOutput, publish_artifact
 from workers.settings import WorkerSettings
 from workers.sources import SourceFetcher, SourceRefused
 
@@ -55,15 +54,6 @@ DEFERRED = "deferred"
 def lease_owner() -> str:
     """This process's lease identity: host, pid and a random suffix (pids are reused)."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-
-
-@dataclass
-class EngineOutput:
-    """What is kept of a finished engine run once its models are released."""
-
-    result: JobResult
-    artifact_dir: Path
-    files: list[str] = field(default_factory=list)
 
 
 def _upload_checkpoint(mirror: CheckpointMirror, drain: Drain, step_dir: Path) -> None:
@@ -405,34 +395,6 @@ class JobRunner(HandBack):
         )
 
     def _publish(self, claim: Claim, output: EngineOutput) -> bool:
-        """Upload the artifact files (manifest.json last) and record each one's checksum.
-
-        Rows are written only once every file is stored, so a failed upload lists nothing;
-        the files it did store are removed again (best effort).
-
-        Returns:
-            False when the lease was lost before the rows were written (none are written; the
-            files stay, since the worker that holds the job now writes the same keys).
-        """
-        ordered = [name for name in output.files if name != MANIFEST] + [MANIFEST]
-        rows = []
-        try:
-            for name in ordered:
-                path = output.artifact_dir / name
-                key = artifact_key(claim.tenant, claim.job_id, name)
-                storage_call(f"upload {key}", self.storage.put_file, key, path)
-                rows.append(ArtifactRow(name, key, path.stat().st_size, sha256_file(path)))
-        except INFRA_ERRORS:
-            prefix = f"{job_prefix(claim.tenant, claim.job_id)}artifacts/"
-            try:
-                self.storage.delete_prefix(prefix)
-            except Exception as error:  # the storage is failing already; the rows stay unwritten
-                log.warning("job %s: could not remove partial %s: %s", claim.job_id, prefix, error)
-            raise
-        written = store_write(
-            f"job {claim.job_id}: record artifacts",
-            functools.partial(self.store.record_artifacts, claim.job_id, rows, owner=self.owner),
+        return publish_artifact(
+            claim, output, storage=self.storage, store=self.store, owner=self.owner
         )
-        if not written:
-            log.warning("job %s: lease lost before its artifacts were recorded", claim.job_id)
-        return written
