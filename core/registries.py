@@ -58,7 +58,7 @@ SCHEDULES.register(
 SCHEDULES.register("linear", "core.schedule:linear_sparsity", adaptive=False, max_steps=lambda s: s)
 SCHEDULES.register("cubic", "core.schedule:cubic_sparsity", adaptive=False, max_steps=lambda s: s)
 SCHEDULES.register(
-    "adaptive", "core.schedule:AdaptiveController", adaptive=True, max_steps=lambda s: 3 * s
+    "adaptive", "core.controller:AdaptiveController", adaptive=True, max_steps=lambda s: 3 * s
 )
 
 # One-shot, layer-wise methods for transformer models (core/oneshot/): `prune.method`.

@@ -14,6 +14,7 @@ from pydantic import ConfigDict, GetCoreSchemaHandler, GetJsonSchemaHandler
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, core_schema
 
+from core.contract.artifact_uri import ARTIFACT_SCHEME, parse_artifact_uri
 from core.registries import (
     ALLOCATIONS,
     ARCHITECTURES,
@@ -27,7 +28,6 @@ from core.registries import (
     TASK_KINDS,
 )
 from core.registry import Registry
-from core.uri import ARTIFACT_SCHEME, parse_artifact_uri
 
 URI_SCHEMES = ("file", "s3", ARTIFACT_SCHEME)
 

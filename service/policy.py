@@ -17,9 +17,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
+from core.contract.artifact_uri import ARTIFACT_SCHEME, parse_artifact_uri
 from core.contract.entrypoints import EntrypointAllowList
 from core.spec import JobSpec
-from core.uri import ARTIFACT_SCHEME, parse_artifact_uri
 from service.settings import SharedSettings
 
 TENANT_PLACEHOLDER = "{tenant}"

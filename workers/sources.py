@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from core.contract.artifact_uri import ARTIFACT_SCHEME, parse_artifact_uri
 from core.contract.errors import AdapruneError, ErrorCode
 from core.contract.layout import sha256_file
 from core.spec import JobSpec
-from core.uri import ARTIFACT_SCHEME, copy_no_links, fetch, parse_artifact_uri
+from core.uri import copy_no_links, fetch
 from service.policy import DataPolicy, resolved_path
 from service.storage import ArtifactStorage, artifact_key
 from service.store import Claim, JobStore

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from core.contract.artifact_uri import parse_artifact_uri
 from core.spec import JobSpec
-from core.uri import copy_no_links, fetch, open_no_links, parse_artifact_uri
+from core.uri import copy_no_links, fetch, open_no_links
 
 JOB = str(uuid.uuid4())
 
