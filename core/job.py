@@ -92,7 +92,9 @@ def prepare(
         input_dtype=data.input_dtype,
     )
     if limits is not None:
-        estimate(build, data=data, batch_size=spec.finetune.batch_size, limits=limits)
+        # sized on `meta` without the output check: a user's forward may not run there
+        sizing = functools.partial(build, check_output=False)
+        estimate(sizing, data=data, batch_size=spec.finetune.batch_size, limits=limits)
     torch.manual_seed(spec.seed)
     model = build()
     if spec.model.weights is not None:

@@ -57,7 +57,9 @@ def test_channel_pruned_artifact_is_physically_smaller_and_reloads_in_a_fresh_pr
     sizes = manifest["complexity"]
     assert sizes["pruned"]["params"] < 0.6 * sizes["dense"]["params"]
     widths = [shape[0] for name, shape in manifest["shapes"].items() if name.endswith("weight")]
-    assert widths[:-1] == [16, 8] and all(width % 4 == 0 for width in widths[:-1])
+    # target_sparsity is the fraction of parameters removed; widths move in steps of round_to
+    assert abs(manifest["sparsity"]["removed_fraction"] - 0.5) < 0.1
+    assert widths[0] < 32 and widths[1] < 16 and all(width % 4 == 0 for width in widths[:-1])
     data = builtin_task("breast_cancer")
     np.save(tmp_path / "x.npy", data.x_val)
     np.save(tmp_path / "y.npy", data.y_val)
