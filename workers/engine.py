@@ -38,6 +38,7 @@ from core.errors import PruneCancelled, PruningError, ResourceLimit
 from core.limits import JobLimits, human_bytes
 from core.report import StepReport
 from core.spec import JobSpec
+from workers.errors import StorageUnavailable, disk_error
 
 log = logging.getLogger(__name__)
 POLL_S = 0.1
@@ -173,7 +174,10 @@ def _child_main(
     except PruningError as error:
         conn.send(("error", (error.code, str(error))))
     except BaseException as error:
-        if out_of_memory(error):
+        disk = disk_error(error)
+        if disk is not None:  # the worker requeues the job, as it does for its own disk errors
+            conn.send(("error", ("storage_unavailable", str(disk))))
+        elif out_of_memory(error):
             asked = re.search(r"allocate (\d+) bytes", str(error))
             message = (
                 f"the job ran out of memory under its limit of {human_bytes(memory_limit_bytes)} "
@@ -213,9 +217,11 @@ def _bare_main() -> Iterator[None]:
         sys.modules["__main__"] = main
 
 
-def _failure(code: str, message: str) -> PruningError:
+def _failure(code: str, message: str) -> Exception:
     if code == "cancelled":
         return PruneCancelled(message)
+    if code == "storage_unavailable":
+        return StorageUnavailable(message)
     error = PruningError(message)
     error.code = as_error_code(code, default="internal_error")
     return error
