@@ -35,7 +35,8 @@ install_python_packages() {
   # torchvision in its own step, without dependencies: it pins torch exactly, and resolving that
   # pin must never replace the CPU torch installed above (its C extension is then unused; the
   # test suite declares the two operator schemas it needs, see tests/support/torchvision_ops.py).
-  if ! .venv/bin/python -m pip show torchvision >/dev/null 2>&1; then
+  if ! .venv/bin/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('torchvision') is None)" \
+    >/dev/null 2>&1; then
     install --no-deps "torchvision==0.28.0"
   fi
   install -e ".[dev]"
