@@ -80,7 +80,9 @@ def tiny_tree(root: Path) -> Path:
     for package in PACKAGES:
         (root / package).mkdir()
         (root / package / "__init__.py").write_text('"""A package."""\n')
-    (root / "core" / "spec.py").write_text('"""The spec."""\n')
+    # every module the import contracts name must exist
+    for name in ("spec", "spec_sources", "spec_types"):
+        (root / "core" / f"{name}.py").write_text('"""The spec."""\n')
     (root / "core" / "contract").mkdir()
     (root / "core" / "contract" / "__init__.py").write_text('"""The contract."""\n')
     (root / "tests").mkdir()
