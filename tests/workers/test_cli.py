@@ -73,7 +73,8 @@ def test_client_commands_report_user_errors_in_one_line_without_traceback(tmp_pa
 def test_the_api_command_never_imports_torch() -> None:
     code = (
         "import sys, uvicorn\n"
-        "uvicorn.Server.run = lambda self: print(type(self.config.app).__name__, self.config.port)\n"
+        "def run(self): print(type(self.config.app).__name__, self.config.port)\n"
+        "uvicorn.Server.run = run\n"
         "from cli.main import main\n"
         "assert main(['api', '--port', '8123']) == 0\n"
         "print('torch' in sys.modules)\n"
