@@ -129,6 +129,7 @@ def test_distillation_lowers_kl_and_recovers_accuracy_of_a_depth_pruned_bert(ber
     settings = DistillSettings(epochs=3, lr=3e-3, batch_size=16, hidden_weight=1.0)
     result = distill(student, teacher, data, settings=settings, layer_map=[0])
     assert result.epochs == 3 and result.stop_reason == "epochs_done"
+    assert all(epoch.hidden > 0 and epoch.kl > 0 for epoch in result.history)
     assert result.tokens == 3 * int(data.x_train[:, 1].sum()) and result.tokens_per_s > 0
     assert _kl_to_teacher(student, teacher, data) < 0.5 * kl_before
     accuracy = _metric(student, data, "accuracy")
