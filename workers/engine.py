@@ -14,6 +14,13 @@ the address space that CUDA and the allocator reserve without using. The childre
 forkserver that has imported torch once (and never initialised CUDA), so a job pays no import.
 A child that dies anyway (SIGKILL from a cgroup or the OOM killer) fails its job once with
 `resource_limit`; the worker process lives on and takes the next job.
+
+A child dies with its worker: it holds the read end of a pipe (the lifeline) whose only write
+end is the worker's, and exits as soon as that pipe reaches end of file. PR_SET_PDEATHSIG would
+not do: the child's parent is the forkserver, and CPython's forkserver lives on as long as any
+child it forked does (each child holds the forkserver's own lifeline), so a SIGKILLed worker
+would otherwise leave its job's child computing, with the forkserver and the resource tracker
+beside it, until the job's next report.
 """
 
 from __future__ import annotations
@@ -22,10 +29,12 @@ import contextlib
 import logging
 import multiprocessing
 import multiprocessing.connection
+import os
 import re
 import resource
 import signal
 import sys
+import threading
 import types
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -42,8 +51,12 @@ from workers.errors import StorageUnavailable, disk_error
 
 log = logging.getLogger(__name__)
 POLL_S = 0.1
+# The exit status of a child whose worker died under it (nobody reads it but `ps` and tests).
+EXIT_ORPHANED = 70
 # Imported once by the forkserver, so that no job pays for them (missing ones are skipped).
+# The first makes the forkserver exit without tearing these down (see its docstring).
 PRELOAD = (
+    "workers.forkserver_exit",
     "core.job",
     "workers.engine",
     "core.architectures",
@@ -147,12 +160,29 @@ def out_of_memory(error: BaseException) -> bool:
     )
 
 
+def _exit_when_worker_is_gone(lifeline: multiprocessing.connection.Connection) -> None:
+    """Block until the worker's end of `lifeline` closes, then end this process at once.
+
+    The worker never writes to it: end of file means the worker has exited (or was killed).
+    No clean-up runs: the job's lease and files are the worker's, and the next worker resumes
+    the job from its last uploaded checkpoint.
+    """
+    with contextlib.suppress(EOFError, OSError):
+        lifeline.recv_bytes()
+    os.write(2, f"engine child {os.getpid()}: its worker is gone; exiting\n".encode())
+    os._exit(EXIT_ORPHANED)
+
+
 def _child_main(
     conn: multiprocessing.connection.Connection,
+    lifeline: multiprocessing.connection.Connection,
     stop: Any,
     call: EngineCall,
     memory_limit_bytes: int,
 ) -> None:
+    threading.Thread(
+        target=_exit_when_worker_is_gone, args=(lifeline,), name="lifeline", daemon=True
+    ).start()
     resource.setrlimit(resource.RLIMIT_DATA, (memory_limit_bytes, memory_limit_bytes))
     # Stop signals are the worker's to handle (it drains the job and tells this child through
     # `stop`); a Ctrl-C reaching the whole process group must not kill the run mid-step.
@@ -246,13 +276,18 @@ def run_in_child(
     """
     context = _forkserver()
     parent, child = context.Pipe()
+    # The worker keeps the only write end: the child sees end of file when the worker is gone.
+    lifeline_child, lifeline = context.Pipe(duplex=False)
     stop = context.Event()
     process = context.Process(
-        target=_child_main, args=(child, stop, call, memory_limit_bytes), daemon=True
+        target=_child_main,
+        args=(child, lifeline_child, stop, call, memory_limit_bytes),
+        daemon=True,
     )
     with _bare_main():
         process.start()
     child.close()
+    lifeline_child.close()
     handlers: dict[str, Callable[[Any], None]] = {
         "step": hooks.on_step,
         "phase": hooks.on_phase,
@@ -285,6 +320,7 @@ def run_in_child(
             process.kill()
         process.join(timeout=10)
         parent.close()
+        lifeline.close()
 
 
 def _died(exitcode: int | None, memory_limit_bytes: int) -> PruningError:

@@ -121,6 +121,43 @@ def wait_until(
         time.sleep(interval_s)
 
 
+def parent_pids() -> dict[int, int]:
+    """Every running process's parent pid (zombies left out: they have exited)."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "stat").read_text()
+        except OSError:
+            continue
+        state, parent = text[text.rindex(")") + 2 :].split()[:2]
+        if state not in ("Z", "X"):
+            parents[int(entry.name)] = int(parent)
+    return parents
+
+
+def descendants(pid: int) -> set[int]:
+    """The running processes below `pid` in the process tree, at any depth."""
+    parents = parent_pids()
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier}
+        found |= frontier
+    return found
+
+
+def still_running(pids: set[int], *, within_s: float) -> set[int]:
+    """The pids of `pids` still running after waiting up to `within_s` for them to exit."""
+    deadline = time.monotonic() + within_s
+    alive = pids & set(parent_pids())
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.1)
+        alive = pids & set(parent_pids())
+    return alive
+
+
 def http_text(url: str) -> str | None:
     """The body of GET `url` when it answers 200, else None (also when nothing listens)."""
     try:
