@@ -24,6 +24,21 @@ class StorageUnavailable(InfrastructureError):
     code = "storage_unavailable"
 
 
+class RetryAttempt(Exception):
+    """An attempt of `job_id` stopped on an infrastructure error and is to be retried later.
+
+    The task re-sends `job_id`, the job that ran: with fair dispatch it may be another job than
+    the one the message named (`workers.fairness`), and re-sending the message's own id would
+    leave the job that failed leased and waiting for a reaper, and count its retries against
+    another job.
+    """
+
+    def __init__(self, job_id: str, error: Exception) -> None:
+        super().__init__(f"job {job_id}: {type(error).__name__}: {error}")
+        self.job_id = job_id
+        self.error = error
+
+
 # Connection-level failures of the database and Redis; a bad query or a bad spec is not here.
 INFRA_ERRORS: tuple[type[Exception], ...] = (
     InfrastructureError,

@@ -34,7 +34,14 @@ from service.store import Claim, JobStore
 from workers.checkpoints import CheckpointMirror
 from workers.drain import Drain
 from workers.engine import EngineCall, EngineHooks, artifact_files, run_in_child, run_in_process
-from workers.errors import INFRA_ERRORS, StorageUnavailable, disk_error, infra_code, one_line
+from workers.errors import (
+    INFRA_ERRORS,
+    RetryAttempt,
+    StorageUnavailable,
+    disk_error,
+    infra_code,
+    one_line,
+)
 from workers.fairness import claim_fairly
 from workers.handback import REQUEUED, SKIPPED, HandBack, newer_spec, store_write
 from workers.journal import JobJournal
@@ -109,15 +116,17 @@ class JobRunner(HandBack):
         Args:
             job_id: the id carried by the queue message; the job run may be another queued one
                 (`workers.fairness`: the message is spent on the least-served tenant's job).
-            last_try: when an infrastructure error happens, fail the job (True) or raise it so
-                that the task is retried (False).
+            last_try: when an infrastructure error happens, fail the job (True) or raise
+                RetryAttempt so that the task is retried (False).
 
         Returns:
             The outcome written ("succeeded", "failed", "cancelled"), "skipped" when the job
             was not taken, or "lost" when another worker took the lease over mid-run.
 
         Raises:
-            The errors in INFRA_ERRORS, when `last_try` is False.
+            RetryAttempt: an infrastructure error stopped the claimed job, when `last_try` is
+                False (it names the claimed job, which the task retries).
+            The errors in INFRA_ERRORS: one happened before any job was claimed.
         """
         fair = claim_fairly(
             self.store,
@@ -167,7 +176,7 @@ class JobRunner(HandBack):
                 outcome = self._hand_back(claim, reason=reason, counted=True, pause_s=pause)
             elif not last_try:
                 JobJournal(self.store, owner=self.owner, claim=claim).retry(infra)
-                raise
+                raise RetryAttempt(claim.job_id, infra) from infra
             else:
                 outcome = self._fail_quietly(claim, code=infra_code(infra), message=one_line(infra))
         finally:

@@ -6,10 +6,11 @@ import uuid
 
 from celery import Task
 from celery.exceptions import Reject
+from celery.utils.time import get_exponential_backoff_interval
 
 from core.spec import PRUNE_TASK
 from workers.app import app
-from workers.errors import INFRA_ERRORS
+from workers.errors import INFRA_ERRORS, RetryAttempt
 from workers.handback import SKIPPED
 from workers.metrics import WorkerMetrics
 from workers.runner import JobRunner
@@ -18,6 +19,8 @@ from workers.settings import WorkerSettings
 # Infrastructure errors are retried this often (backoff 2, 4, 8, ... up to 60 s), then the job
 # is failed with the error's code. A bad spec or a failing model is never retried.
 INFRA_RETRIES = 5
+RETRY_BACKOFF_S = 2
+RETRY_BACKOFF_MAX_S = 60
 _runner: JobRunner | None = None
 
 
@@ -40,8 +43,8 @@ def get_runner() -> JobRunner:
     bind=True,
     autoretry_for=INFRA_ERRORS,
     max_retries=INFRA_RETRIES,
-    retry_backoff=2,
-    retry_backoff_max=60,
+    retry_backoff=RETRY_BACKOFF_S,
+    retry_backoff_max=RETRY_BACKOFF_MAX_S,
     retry_jitter=True,
     acks_late=True,
     ignore_result=True,
@@ -57,4 +60,15 @@ def prune(self: Task, job_id: str) -> str:
         # Delivered while this worker stops: back to the broker untouched, for another worker.
         raise Reject("the worker is stopping", requeue=True)
     last_try = self.request.retries >= INFRA_RETRIES
-    return runner.run(str(job_id), last_try=last_try)
+    try:
+        return runner.run(str(job_id), last_try=last_try)
+    except RetryAttempt as stopped:
+        # The same backoff as autoretry_for (which covers errors before any claim), but for
+        # the job that ran, which fair dispatch may have chosen instead of the message's.
+        countdown = get_exponential_backoff_interval(
+            factor=RETRY_BACKOFF_S,
+            retries=self.request.retries,
+            maximum=RETRY_BACKOFF_MAX_S,
+            full_jitter=True,
+        )
+        raise self.retry(args=[stopped.job_id], exc=stopped.error, countdown=countdown) from None
