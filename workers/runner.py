@@ -51,6 +51,7 @@ from workers.progress import Progress
 from workers.publish import EngineOutput, publish_artifact
 from workers.settings import WorkerSettings
 from workers.sources import SourceFetcher, SourceRefused
+from workers.workdirs import clear_earlier_attempts
 
 log = logging.getLogger(__name__)
 # What run() catches: an OSError counts when it is a local disk failure (disk_error).
@@ -254,6 +255,7 @@ class JobRunner(HandBack):
             message = "; ".join(f"{p.field}: {p.message}" for p in problems)
             return self._fail(claim, code="policy_violation", message=one_line(message))
         self.settings.work_root.mkdir(parents=True, exist_ok=True)
+        clear_earlier_attempts(self.settings.work_root, claim.job_id)
         with tempfile.TemporaryDirectory(
             prefix=f"{claim.job_id}-", dir=self.settings.work_root
         ) as tmp:
