@@ -194,7 +194,9 @@ def rebuild(model: nn.Module, *, config: Any, state: Mapping[str, Tensor]) -> nn
             validate()
         new: nn.Module = type(model)(config)
     except (ValueError, TypeError) as error:
-        raise PruningError(f"the pruned sizes make no valid {type(model).__name__}: {error}") from error
+        raise PruningError(
+            f"the pruned sizes make no valid {type(model).__name__}: {error}"
+        ) from error
     try:
         new.load_state_dict(dict(state), strict=True)
     except RuntimeError as error:

@@ -49,9 +49,7 @@ def round_width(value: float, *, multiple: int, dense: int) -> int:
     return min(max(kept, multiple), dense)
 
 
-def _sizes(
-    dense: Geometry, *, groups: int, level: float, round_to: int, hidden: bool
-) -> Geometry:
+def _sizes(dense: Geometry, *, groups: int, level: float, round_to: int, hidden: bool) -> Geometry:
     return Geometry(
         layers=dense.layers,
         heads=groups * dense.queries_per_group,
