@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from core.contract.version import SPEC_VERSION
 from core.registries import ALLOCATIONS, GRANULARITIES, ONESHOT_METHODS, TASK_KINDS, parse_nm
@@ -378,15 +378,20 @@ class JobSpec(BaseModel):
             raise ValueError(f"model.hf needs task.kind (one of {kinds}) and text data")
         return self
 
-    @model_validator(mode="after")
-    def _hf_only_granularity(self) -> JobSpec:
-        """Width and depth rebuild a Hugging Face model from its config: `model.hf` only."""
-        if GRANULARITIES.info(self.prune.granularity).get("hf_only") and self.model.hf is None:
+    @field_validator("prune")
+    @classmethod
+    def _hf_only_granularity(cls, value: PruneSpec, info: ValidationInfo) -> PruneSpec:
+        """Width and depth rebuild a Hugging Face model from its config: `model.hf` only
+        (`model` validates before `prune`, so the error is reported at prune)."""
+        model = info.data.get("model")
+        if not isinstance(model, ModelRef):
+            return value  # the model's own error is reported
+        if GRANULARITIES.info(value.granularity).get("hf_only") and model.hf is None:
             raise ValueError(
-                f"prune.granularity {self.prune.granularity!r} needs a Hugging Face model "
-                "(model.hf): it rewrites the model's config; for other models use 'channel'"
+                f"granularity {value.granularity!r} needs a Hugging Face model (model.hf): it "
+                "rewrites the model's config; for other models use 'channel'"
             )
-        return self
+        return value
 
     def uris(self) -> list[tuple[str, str]]:
         """(field, URI) for every file or directory the job reads: model and task data."""
