@@ -8,7 +8,7 @@ keeps its outputs and only loses input columns when the hidden size shrinks.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from torch import nn
@@ -54,17 +54,19 @@ class Family:
 
 
 _DECODER_BLOCK = "layers.{i}."
-LLAMA_STYLE = {
-    "blocks": "layers",
-    "query": "self_attn.q_proj",
-    "key": "self_attn.k_proj",
-    "value": "self_attn.v_proj",
-    "out": "self_attn.o_proj",
-    "mlp_in": ("mlp.gate_proj", "mlp.up_proj"),
-    "mlp_out": "mlp.down_proj",
-    "norms": ("input_layernorm", "post_attention_layernorm"),
-    "grouped_heads": True,
-    "hidden_columns": (
+LLAMA = Family(
+    name="llama",
+    model_types=("llama",),
+    blocks="layers",
+    query="self_attn.q_proj",
+    key="self_attn.k_proj",
+    value="self_attn.v_proj",
+    out="self_attn.o_proj",
+    mlp_in=("mlp.gate_proj", "mlp.up_proj"),
+    mlp_out="mlp.down_proj",
+    norms=("input_layernorm", "post_attention_layernorm"),
+    grouped_heads=True,
+    hidden_columns=(
         "embed_tokens.weight",
         *(
             _DECODER_BLOCK + f"{name}.weight"
@@ -73,23 +75,25 @@ LLAMA_STYLE = {
         _DECODER_BLOCK + "mlp.gate_proj.weight",
         _DECODER_BLOCK + "mlp.up_proj.weight",
     ),
-    "hidden_rows": (
+    hidden_rows=(
         _DECODER_BLOCK + "self_attn.o_proj.weight",
         _DECODER_BLOCK + "self_attn.o_proj.bias",
         _DECODER_BLOCK + "mlp.down_proj.weight",
         _DECODER_BLOCK + "mlp.down_proj.bias",
     ),
-    "hidden_vectors": (
+    hidden_vectors=(
         _DECODER_BLOCK + "input_layernorm.weight",
         _DECODER_BLOCK + "post_attention_layernorm.weight",
         "norm.weight",
     ),
-    "per_block_config": ("layer_types",),
-}
+    per_block_config=("layer_types",),
+    heads_divide_hidden=True,
+)
 
 FAMILIES: tuple[Family, ...] = (
-    Family(name="llama", model_types=("llama",), heads_divide_hidden=True, **LLAMA_STYLE),
-    Family(name="qwen2", model_types=("qwen2",), **LLAMA_STYLE),
+    LLAMA,
+    # Qwen2 is Llama's layout with biased q/k/v projections and no head-count check on hidden
+    replace(LLAMA, name="qwen2", model_types=("qwen2",), heads_divide_hidden=False),
     Family(
         name="bert",
         model_types=("bert",),

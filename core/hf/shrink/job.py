@@ -40,7 +40,7 @@ from core.hf.shrink.generation import generation_speed
 from core.job import JobOutput, metric_of
 from core.loop import CheckpointCallback, PhaseCallback, PruneOutcome
 from core.metrics import make_metric, worse_by
-from core.report import PruneResult, StepCallback, StepReport, StopReason
+from core.report import Decision, PruneResult, StepCallback, StepReport, StopReason
 from core.spec import JobSpec
 
 _CALIBRATION_EPOCH = 10_000_000  # generator offset for the calibration draw, apart from epochs
@@ -163,7 +163,9 @@ class ShrinkRun:
     def drop(self, metric: float) -> float:
         return worse_by(self.metric, reference=self.state.dense_metric, value=metric)
 
-    def report(self, *, metric: float, loss: float, decision: Any, seconds: float, epochs: int):
+    def report(
+        self, *, metric: float, loss: float, decision: Decision, seconds: float, epochs: int
+    ) -> None:
         report = StepReport(
             step=len(self.state.reports),
             target_sparsity=0.0 if decision == "baseline" else round(self.spec.prune.target, 6),
@@ -257,7 +259,7 @@ class ShrinkRun:
             self.dense.hf,
             spec=self.spec.prune,
             batches=self.calibration(),
-            forward=self.dense,
+            forward=self.checked_forward,
             device=self.device,
         )
         self.model = wrap(shrunk.model, self.dense).to(self.device)
@@ -275,6 +277,12 @@ class ShrinkRun:
         )
         self.optimizer = self.new_optimizer()
         self.checkpoint()
+
+    def checked_forward(self, batch: Tensor) -> Tensor:
+        """The dense model on one calibration batch, after checking for a stop request."""
+        self.check()
+        logits: Tensor = self.dense(batch)
+        return logits
 
     def distillation(self) -> Distillation | None:
         finetune = self.spec.finetune
@@ -368,8 +376,12 @@ class ShrinkRun:
 
 
 def _generation(run: ShrinkRun, data: TaskData) -> dict[str, Any] | None:
-    """Tokens/s of `generate` for a causal LM (one validation prompt), else None."""
-    if not hasattr(run.model.hf, "generate") or run.dense.kind != "causal-lm":
+    """Tokens/s of `generate` for a causal LM (one validation prompt), else None (also when
+    the budget has too little time left to measure it)."""
+    hf: Any = run.model.hf
+    if not callable(getattr(hf, "can_generate", None)) or not hf.can_generate():
+        return None
+    if run.spec.budget.max_runtime_s - run.elapsed() < 2 * GENERATE_SECONDS:
         return None
     row = torch.as_tensor(data.x_val[:1], device=run.device)
     length = max(1, int(row[0, 1].sum()) // 2)

@@ -45,7 +45,7 @@ def round_width(value: float, *, multiple: int, dense: int) -> int:
     """`value` rounded to a multiple of `multiple`, at least one multiple, at most `dense`."""
     if dense <= multiple:
         return dense
-    kept = int(math.floor(value / multiple + 0.5)) * multiple
+    kept = math.floor(value / multiple + 0.5) * multiple
     return min(max(kept, multiple), dense)
 
 
