@@ -13,7 +13,8 @@ VOCAB = 40
 
 
 def tiny(family: str, *, seed: int = 0) -> Any:
-    """An eval-mode model of `family` ("bert", "llama", "qwen2"): 4 blocks, hidden 64."""
+    """An eval-mode model of `family` ("bert", "bert-base": a bare BertModel, "llama",
+    "qwen2"): 4 blocks, hidden 64."""
     force_offline()
     import transformers
 
@@ -25,9 +26,12 @@ def tiny(family: str, *, seed: int = 0) -> Any:
         "intermediate_size": 128,
         "max_position_embeddings": 32,
     }
-    if family == "bert":
+    if family.startswith("bert"):
         config = transformers.BertConfig(num_attention_heads=4, num_labels=3, **common)
-        model = transformers.BertForSequenceClassification(config)
+        bare = family == "bert-base"
+        model = (transformers.BertModel if bare else transformers.BertForSequenceClassification)(
+            config
+        )
     elif family == "llama":
         config = transformers.LlamaConfig(
             num_attention_heads=8, num_key_value_heads=4, tie_word_embeddings=False, **common
@@ -54,5 +58,12 @@ def calibration(*, seed: int = 1, batches: int = 2) -> list[torch.Tensor]:
 
 
 def forward_of(model: Any) -> Any:
-    """Runs a packed batch through a Hugging Face model, as the engine's adapter does."""
-    return lambda batch: model(input_ids=batch[:, 0], attention_mask=batch[:, 1]).logits
+    """Runs a packed batch through a Hugging Face model, as the engine's adapter does (the
+    last hidden state for a bare encoder)."""
+
+    def forward(batch: torch.Tensor) -> torch.Tensor:
+        output = model(input_ids=batch[:, 0], attention_mask=batch[:, 1])
+        logits = getattr(output, "logits", None)
+        return output.last_hidden_state if logits is None else logits
+
+    return forward

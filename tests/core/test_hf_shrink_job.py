@@ -17,7 +17,7 @@ from core.job import run_job
 from core.spec import JobSpec
 from tests.core.hf_assets import build_tokenizer, pattern_rows, sentiment_rows, write_jsonl
 from tests.core.shrink_models import tiny
-from tests.core.test_hf_job import _fresh_metric
+from tests.core.test_hf_job import _fresh_metric, _reloaded_val_metric
 
 
 def _model_dir(directory: Path, family: str) -> Path:
@@ -76,6 +76,8 @@ def test_a_width_job_on_a_bert_classifier_exports_a_smaller_model_that_loads_any
         art / "model", "AutoModelForSequenceClassification", tmp_path / "val.jsonl", cwd=tmp_path
     )
     assert val == pytest.approx(manifest["metrics"]["pruned"]["val"], abs=1e-9)
+    # the engine's own loader reads the smaller model back (checksums verified)
+    assert _reloaded_val_metric(output, "accuracy") == manifest["metrics"]["pruned"]["val"]
 
 
 def test_a_depth_job_on_a_llama_with_distillation_states_fewer_blocks_and_tokens_per_second(

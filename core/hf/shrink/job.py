@@ -47,7 +47,6 @@ _CALIBRATION_EPOCH = 10_000_000  # generator offset for the calibration draw, ap
 # a parameter target counts as met within this many points (widths come in rounded steps)
 TARGET_TOLERANCE = 0.05
 GENERATE_NEW_TOKENS = 32
-GENERATE_SECONDS = 5.0
 
 
 @dataclass
@@ -376,12 +375,14 @@ class ShrinkRun:
 
 
 def _generation(run: ShrinkRun, data: TaskData) -> dict[str, Any] | None:
-    """Tokens/s of `generate` for a causal LM (one validation prompt), else None (also when
-    the budget has too little time left to measure it)."""
+    """Tokens/s of `generate` for a causal LM (one validation prompt), timed for up to
+    `export.latency_seconds`; None for other models, with no latency time asked for, or when
+    the budget has too little time left."""
     hf: Any = run.model.hf
     if not callable(getattr(hf, "can_generate", None)) or not hf.can_generate():
         return None
-    if run.spec.budget.max_runtime_s - run.elapsed() < 2 * GENERATE_SECONDS:
+    seconds = run.spec.export.latency_seconds
+    if seconds <= 0 or run.spec.budget.max_runtime_s - run.elapsed() < 2 * seconds:
         return None
     row = torch.as_tensor(data.x_val[:1], device=run.device)
     length = max(1, int(row[0, 1].sum()) // 2)
@@ -391,7 +392,7 @@ def _generation(run: ShrinkRun, data: TaskData) -> dict[str, Any] | None:
         run.model.hf,
         prompt=prompt,
         new_tokens=GENERATE_NEW_TOKENS,
-        seconds=GENERATE_SECONDS,
+        seconds=seconds,
     )
 
 
