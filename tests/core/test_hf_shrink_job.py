@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from safetensors.torch import load_file
 
-from core.errors import PruneCancelled
+from core.errors import PruneCancelled, UnsupportedArchitecture
 from core.job import run_job
 from core.spec import JobSpec
 from tests.core.hf_assets import build_tokenizer, pattern_rows, sentiment_rows, write_jsonl
@@ -126,3 +126,24 @@ def test_an_interrupted_width_job_resumes_to_the_weights_of_an_uninterrupted_one
         assert (tensor == again[name]).all(), name
     assert [s.decision for s in resumed.outcome.result.steps] == ["baseline", "scheduled", "final"]
     assert resumed.outcome.result.epochs == whole.outcome.result.epochs == 2
+
+
+def test_a_width_job_on_an_unsupported_model_fails_before_anything_runs(tmp_path):
+    build_tokenizer(tmp_path / "gpt2")
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(vocab_size=40, n_embd=32, n_layer=2, n_head=2, n_positions=32)
+    GPT2LMHeadModel(config).save_pretrained(str(tmp_path / "gpt2"))
+    task = {"kind": "causal-lm", "data": _splits(tmp_path, pattern_rows)}
+    spec = _spec(tmp_path / "gpt2", task, target_sparsity=0.3, granularity="width")
+    phases: list[str] = []
+    with pytest.raises(UnsupportedArchitecture, match="'gpt2'") as caught:
+        run_job(
+            spec,
+            out_dir=tmp_path / "art",
+            work_dir=tmp_path / "work",
+            device="cpu",
+            on_phase=phases.append,
+        )
+    assert caught.value.code == "unsupported_architecture"
+    assert phases == [] and not (tmp_path / "art").exists()

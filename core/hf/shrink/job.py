@@ -36,6 +36,7 @@ from core.granularity import make_granularity
 from core.granularity.shrink import ShrinkGranularity
 from core.hf.adapter import HFAdapter
 from core.hf.export import recipe
+from core.hf.shrink.families import family_of
 from core.hf.shrink.generation import generation_speed
 from core.job import JobOutput, metric_of
 from core.loop import CheckpointCallback, PhaseCallback, PruneOutcome
@@ -121,6 +122,7 @@ class ShrinkRun:
         on_checkpoint: CheckpointCallback | None,
         should_stop: Callable[[], bool] | None,
     ) -> None:
+        family_of(dense.hf)  # an unsupported model is refused before anything runs
         self.spec = spec
         self.device = device
         self.dense = dense.to(device).eval()
