@@ -26,6 +26,7 @@ from tests.core.shrink_models import calibration, forward_of, tiny
 TARGETS = {"width": 0.3, "hidden": 0.3, "depth": 0.25}
 CASES = [
     ("bert", "width"),
+    ("bert", "hidden"),
     ("bert", "depth"),
     ("bert-base", "width"),
     ("llama", "width"),
@@ -167,6 +168,8 @@ def test_the_saved_config_states_the_new_sizes(pruned, family, mode):
         assert sizes["intermediate"] % 8 == 0
     if mode == "hidden":
         assert sizes["hidden"] < dense["hidden"] and sizes["hidden"] % 8 == 0
+        if family == "bert":  # its head size is hidden_size / num_attention_heads
+            assert sizes["head_dim"] * sizes["heads"] == sizes["hidden"] < dense["hidden"]
     # the head keeps its outputs
     if family == "bert":
         assert item["fresh"].shape[-1] == item["dense"].config.num_labels
@@ -236,11 +239,3 @@ def test_an_unsupported_model_type_is_refused_naming_it_and_the_supported_ones()
     with pytest.raises(UnsupportedArchitecture) as caught:
         depth_prune(model, target=0.3, batches=[], device=torch.device("cpu"))
     assert caught.value.code == "unsupported_architecture"
-
-
-def test_hidden_size_pruning_of_bert_is_refused_with_the_reason():
-    model = tiny("bert")
-    with pytest.raises(UnsupportedArchitecture, match="hidden_size / num_attention_heads"):
-        width_prune(
-            model, target=0.3, round_to=8, hidden=True, batches=[], forward=forward_of(model)
-        )

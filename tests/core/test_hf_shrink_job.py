@@ -51,10 +51,12 @@ def _saved_params(art: Path) -> int:
     return sum(t.numel() for t in load_file(str(art / "model" / "model.safetensors")).values())
 
 
-def test_a_width_job_on_a_bert_classifier_exports_a_smaller_model_that_loads_anywhere(tmp_path):
+def test_a_width_job_on_a_bert_classifier_with_its_hidden_size_exports_a_model_that_loads_anywhere(
+    tmp_path,
+):
     model = _model_dir(tmp_path / "bert", "bert")
     task = {"kind": "text-classification", "data": _splits(tmp_path, sentiment_rows)}
-    spec = _spec(model, task, target_sparsity=0.3, granularity="width")
+    spec = _spec(model, task, target_sparsity=0.3, granularity="width", hidden=True)
     output = run_job(spec, out_dir=tmp_path / "art", work_dir=tmp_path / "work", device="cpu")
     manifest, art = output.manifest, tmp_path / "art"
     result = output.outcome.result
@@ -63,6 +65,7 @@ def test_a_width_job_on_a_bert_classifier_exports_a_smaller_model_that_loads_any
     shrink = manifest["extra"]["shrink"]
     assert config["intermediate_size"] == shrink["pruned_sizes"]["intermediate"] < 128
     assert config["num_attention_heads"] == 4 and "heads_kept_reason" in shrink
+    assert config["hidden_size"] == shrink["pruned_sizes"]["hidden"] < 64
     assert shrink["uniform_sizes"] is True
     sparsity = manifest["sparsity"]
     assert sparsity["params_pruned"] == _saved_params(art) < sparsity["params_dense"]

@@ -23,6 +23,8 @@ class Family:
     `grouped_heads`: the config has `num_key_value_heads` (and an explicit `head_dim`), so the
     head count can shrink on its own; BERT derives the head size from hidden_size /
     num_attention_heads and so cannot express fewer heads of the same size.
+    `attention_follows_hidden`: the head size is hidden_size / num_attention_heads (BERT), so
+    a smaller hidden size also keeps fewer channels of every head.
     `heads_divide_hidden`: the config refuses a hidden size that is not a multiple of the
     query head count, even with an explicit head_dim (Llama's validation).
     `hidden_rows`/`hidden_columns`/`hidden_vectors`: parameters (state-dict suffixes under the
@@ -46,14 +48,11 @@ class Family:
     hidden_vectors: tuple[str, ...]
     per_block_config: tuple[str, ...] = ()
     heads_divide_hidden: bool = False
-
-    @property
-    def hidden_prunable(self) -> bool:
-        """Whether the hidden size can shrink alone (the attention's inner size stays)."""
-        return self.grouped_heads
+    attention_follows_hidden: bool = False
 
 
 _DECODER_BLOCK = "layers.{i}."
+_ENCODER_BLOCK = "encoder.layer.{i}."
 LLAMA = Family(
     name="llama",
     model_types=("llama",),
@@ -106,9 +105,35 @@ FAMILIES: tuple[Family, ...] = (
         mlp_out="output.dense",
         norms=("attention.output.LayerNorm", "output.LayerNorm"),
         grouped_heads=False,
-        hidden_columns=(),
-        hidden_rows=(),
-        hidden_vectors=(),
+        hidden_columns=(
+            "embeddings.word_embeddings.weight",
+            "embeddings.position_embeddings.weight",
+            "embeddings.token_type_embeddings.weight",
+            *(
+                _ENCODER_BLOCK + f"{name}.weight"
+                for name in ("attention.self.query", "attention.self.key", "attention.self.value")
+            ),
+            _ENCODER_BLOCK + "intermediate.dense.weight",
+            "pooler.dense.weight",
+        ),
+        hidden_rows=(
+            _ENCODER_BLOCK + "attention.output.dense.weight",
+            _ENCODER_BLOCK + "attention.output.dense.bias",
+            _ENCODER_BLOCK + "output.dense.weight",
+            _ENCODER_BLOCK + "output.dense.bias",
+            "pooler.dense.weight",
+            "pooler.dense.bias",
+        ),
+        hidden_vectors=(
+            "embeddings.LayerNorm.weight",
+            "embeddings.LayerNorm.bias",
+            *(
+                _ENCODER_BLOCK + f"{norm}.{part}"
+                for norm in ("attention.output.LayerNorm", "output.LayerNorm")
+                for part in ("weight", "bias")
+            ),
+        ),
+        attention_follows_hidden=True,
     ),
 )
 

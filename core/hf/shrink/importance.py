@@ -30,9 +30,11 @@ from core.oneshot.capture import capture_block_inputs, run_on_all
 
 @dataclass(frozen=True)
 class WidthImportance:
-    """Per block: key/value group and MLP channel importances; the hidden entries' importance."""
+    """Per block: key/value group, attention channel (the heads' outputs, channel by channel)
+    and MLP channel importances; the hidden entries' importance."""
 
     groups: list[Tensor]
+    head_channels: list[Tensor]
     channels: list[Tensor]
     hidden: Tensor
 
@@ -103,14 +105,12 @@ def width_importance(
         for handle in handles:
             handle.remove()
     per_group = geometry.queries_per_group * geometry.head_dim
+    attention = [sums.value(geometry.heads * geometry.head_dim) for sums in heads]
     return WidthImportance(
         groups=[
-            sums.value(geometry.heads * geometry.head_dim)
-            .reshape(geometry.kv_heads, per_group)
-            .sum(dim=1)
-            .sqrt()
-            for sums in heads
+            squares.reshape(geometry.kv_heads, per_group).sum(dim=1).sqrt() for squares in attention
         ],
+        head_channels=[squares.sqrt() for squares in attention],
         channels=[sums.value(geometry.intermediate).sqrt() for sums in channels],
         hidden=hidden.value(geometry.hidden).sqrt(),
     )

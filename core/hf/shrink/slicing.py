@@ -53,19 +53,26 @@ def geometry_of(config: Any) -> Geometry:
 @dataclass(frozen=True)
 class WidthCut:
     """What width pruning keeps: key/value groups and MLP channels per block (ascending
-    indices), and the hidden entries; None leaves that dimension whole."""
+    indices), and the hidden entries; None leaves that dimension whole. `head_channels`: per
+    block, the query/key/value rows kept when every head keeps fewer channels (a family whose
+    head size follows the hidden size), the same number in each head."""
 
     groups: tuple[tuple[int, ...], ...] | None = None
     channels: tuple[tuple[int, ...], ...] | None = None
     hidden: tuple[int, ...] | None = None
+    head_channels: tuple[tuple[int, ...], ...] | None = None
 
     def sizes(self, dense: Geometry) -> Geometry:
         """The geometry after the cut."""
         kv = len(self.groups[0]) if self.groups else dense.kv_heads
+        head_dim = dense.head_dim
+        if self.head_channels is not None:
+            head_dim = len(self.head_channels[0]) // dense.heads
         return replace(
             dense,
             kv_heads=kv,
             heads=kv * dense.queries_per_group,
+            head_dim=head_dim,
             intermediate=len(self.channels[0]) if self.channels else dense.intermediate,
             hidden=len(self.hidden) if self.hidden is not None else dense.hidden,
         )
@@ -107,6 +114,19 @@ def cut_width(
                 _cut(out, f"{at}{path}.weight", 0, rows)
                 _cut(out, f"{at}{path}.bias", 0, rows)
             _cut(out, f"{at}{family.out}.weight", 1, query)
+        if cut.head_channels is not None:
+            kept = cut.head_channels[block]
+            # q.k over fewer channels: q is scaled by sqrt(d'/d) so that softmax(q.k/sqrt(d'))
+            # keeps the scale of softmax(q.k/sqrt(d)) the dense model was trained with
+            scale = (len(kept) / (dense.heads * dense.head_dim)) ** 0.5
+            for path in (family.query, family.key, family.value):
+                _cut(out, f"{at}{path}.weight", 0, kept)
+                _cut(out, f"{at}{path}.bias", 0, kept)
+            for part in ("weight", "bias"):
+                name = f"{at}{family.query}.{part}"
+                if name in out:
+                    out[name] = out[name] * scale
+            _cut(out, f"{at}{family.out}.weight", 1, kept)
         if cut.channels is not None:
             channels = cut.channels[block]
             for path in family.mlp_in:

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from core.errors import UnsupportedArchitecture
 from core.hf.shrink.families import Family, family_of
 from core.hf.shrink.importance import WidthImportance, width_importance
 from core.hf.shrink.slicing import (
@@ -49,8 +48,16 @@ def round_width(value: float, *, multiple: int, dense: int) -> int:
     return min(max(kept, multiple), dense)
 
 
-def _sizes(dense: Geometry, *, groups: int, level: float, round_to: int, hidden: bool) -> Geometry:
-    return Geometry(
+def _sizes(
+    dense: Geometry,
+    *,
+    groups: int,
+    level: float,
+    round_to: int,
+    hidden: bool,
+    attention_follows_hidden: bool = False,
+) -> Geometry:
+    sizes = Geometry(
         layers=dense.layers,
         heads=groups * dense.queries_per_group,
         kv_heads=groups,
@@ -67,6 +74,9 @@ def _sizes(dense: Geometry, *, groups: int, level: float, round_to: int, hidden:
         if hidden
         else dense.hidden,
     )
+    if attention_follows_hidden:
+        return replace(sizes, head_dim=sizes.hidden // sizes.heads)
+    return sizes
 
 
 def _first(count: int, size: int) -> tuple[tuple[int, ...], ...]:
@@ -89,6 +99,9 @@ def removed_fraction_of(
         groups=_first(sizes.kv_heads, dense.layers),
         channels=_first(sizes.intermediate, dense.layers),
         hidden=tuple(range(sizes.hidden)) if sizes.hidden != dense.hidden else None,
+        head_channels=_first(sizes.heads * sizes.head_dim, dense.layers)
+        if sizes.head_dim != dense.head_dim
+        else None,
     )
     after = counted(cut_width(state, model=model, family=family, dense=dense, cut=cut), names)
     return 1.0 - after / counted(state, names)
@@ -103,10 +116,12 @@ def solve_sizes(
     round_to: int,
     hidden: bool,
     heads_divide_hidden: bool = False,
+    attention_follows_hidden: bool = False,
 ) -> tuple[Geometry, float]:
     """The sizes whose removed fraction is nearest `target`, and that fraction.
 
     `heads_divide_hidden`: only head counts that divide the (kept) hidden size are candidates.
+    `attention_follows_hidden`: the head size is the hidden size over the head count.
 
     For every key/value group count, a bisection on one shrink level s sets the MLP width
     (and hidden size) to round(dense * (1 - s)); among the candidates within 2.5 points of the
@@ -124,7 +139,14 @@ def solve_sizes(
     for groups in options:
 
         def at(level: float, groups: int = groups) -> Geometry:
-            return _sizes(dense, groups=groups, level=level, round_to=round_to, hidden=hidden)
+            return _sizes(
+                dense,
+                groups=groups,
+                level=level,
+                round_to=round_to,
+                hidden=hidden,
+                attention_follows_hidden=attention_follows_hidden,
+            )
 
         low, high = 0.0, 1.0
         for _ in range(_SEARCH_ITERATIONS):
@@ -153,9 +175,25 @@ def _top(scores: Tensor, count: int) -> tuple[int, ...]:
     return tuple(sorted(int(index) for index in order))
 
 
+def _per_head(scores: Tensor, *, heads: int, keep: int) -> tuple[int, ...]:
+    """The `keep` most important channels of every head, as rows of the projection."""
+    width = scores.numel() // heads
+    return tuple(
+        head * width + index
+        for head in range(heads)
+        for index in _top(scores[head * width : (head + 1) * width], keep)
+    )
+
+
 def choose(importance: WidthImportance, *, dense: Geometry, sizes: Geometry) -> WidthCut:
     """Keep the most important groups and channels of every block, and hidden entries."""
     return WidthCut(
+        head_channels=tuple(
+            _per_head(scores, heads=dense.heads, keep=sizes.head_dim)
+            for scores in importance.head_channels
+        )
+        if sizes.head_dim != dense.head_dim
+        else None,
         groups=tuple(_top(scores, sizes.kv_heads) for scores in importance.groups)
         if sizes.kv_heads != dense.kv_heads
         else None,
@@ -185,19 +223,15 @@ def width_prune(
         batches: calibration batches, packed (N, 2, L) ids and masks.
         forward: runs one batch through `model` (the engine's adapter).
 
+    With `hidden` on a family whose head size follows the hidden size (BERT), every head also
+    keeps hidden'/heads of its channels, the most important by their output.
+
     Raises:
-        UnsupportedArchitecture: an unsupported model type, or `hidden` for a family whose
-            attention size is tied to the hidden size.
+        UnsupportedArchitecture: an unsupported model type.
     """
     family = family_of(model)
     config: Any = model.config
     dense = geometry_of(config)
-    if hidden and not family.hidden_prunable:
-        raise UnsupportedArchitecture(
-            f"hidden-size pruning of {family.name} is not supported: its attention head size is "
-            "hidden_size / num_attention_heads, so the attention would shrink with it; "
-            "set prune.hidden to false"
-        )
     shapes = meta_state(model)
     sizes, fraction = solve_sizes(
         dense=dense,
@@ -209,6 +243,7 @@ def width_prune(
         round_to=round_to,
         hidden=hidden,
         heads_divide_hidden=family.heads_divide_hidden,
+        attention_follows_hidden=family.attention_follows_hidden,
     )
     importance = width_importance(
         model, family=family, geometry=dense, batches=batches, forward=forward
