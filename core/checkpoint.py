@@ -68,6 +68,24 @@ def _unflatten_optimizer(tensors: dict[str, Tensor], meta: dict[str, Any]) -> di
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
+def unshared(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """`state` on the CPU with no two tensors sharing memory, as safetensors needs.
+
+    Tied weights (a language-model head sharing the embedding) are one tensor under two
+    names; the second name gets a copy, and loading both names fills the one parameter.
+    """
+    seen: set[int] = set()
+    out: dict[str, Tensor] = {}
+    for name, tensor in state.items():
+        value = tensor.detach().contiguous().cpu()
+        pointer = value.untyped_storage().data_ptr()
+        if pointer in seen:
+            value = value.clone()
+        seen.add(pointer)
+        out[name] = value
+    return out
+
+
 def save_checkpoint(
     directory: Path,
     *,
@@ -86,8 +104,7 @@ def save_checkpoint(
     final = directory / checkpoint_dir_name(step)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=directory))
     try:
-        model_state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        save_file(model_state, str(staging / CHECKPOINT_MODEL))
+        save_file(unshared(model.state_dict()), str(staging / CHECKPOINT_MODEL))
         save_file(
             {k: v.to(torch.uint8).contiguous().cpu() for k, v in masks.items()},
             str(staging / CHECKPOINT_MASKS),

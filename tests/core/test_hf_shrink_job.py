@@ -35,13 +35,20 @@ def _splits(tmp_path: Path, rows: Any) -> dict[str, str]:
 
 def _spec(model: Path, task: dict[str, Any], **prune: Any) -> JobSpec:
     distill = prune.pop("distill", False)
+    hidden_weight = prune.pop("distill_hidden_weight", 0.0)
     epochs = prune.pop("final_epochs", 1)
     return JobSpec.model_validate(
         {
             "model": {"hf": model.as_uri()},
             "task": {**task, "max_length": 16},
             "prune": {"max_metric_drop": 0.5, "calibration_samples": 16, **prune},
-            "finetune": {"final_epochs": epochs, "lr": 1e-3, "batch_size": 16, "distill": distill},
+            "finetune": {
+                "final_epochs": epochs,
+                "lr": 1e-3,
+                "batch_size": 16,
+                "distill": distill,
+                "distill_hidden_weight": hidden_weight,
+            },
             "export": {"latency_batch_sizes": [2], "latency_seconds": 0.5},
         }
     )
@@ -88,13 +95,24 @@ def test_a_depth_job_on_a_llama_with_distillation_states_fewer_blocks_and_tokens
 ):
     model = _model_dir(tmp_path / "llama", "llama")
     task = {"kind": "causal-lm", "data": _splits(tmp_path, pattern_rows)}
-    spec = _spec(model, task, target_sparsity=0.25, granularity="depth", distill=True)
+    spec = _spec(
+        model,
+        task,
+        target_sparsity=0.25,
+        granularity="depth",
+        distill=True,
+        distill_hidden_weight=0.5,
+    )
     output = run_job(spec, out_dir=tmp_path / "art", work_dir=tmp_path / "work", device="cpu")
     manifest, art = output.manifest, tmp_path / "art"
     config = json.loads((art / "model" / "config.json").read_text())
     shrink = manifest["extra"]["shrink"]
     assert config["num_hidden_layers"] == 3 and len(shrink["removed_blocks"]) == 1
     assert len(shrink["block_influence"]) == 4
+    # the kept blocks are compared with the teacher blocks they were
+    kept = [i for i in range(4) if i not in shrink["removed_blocks"]]
+    assert shrink["kept_blocks"] == kept and shrink["distill_hidden_skipped"] is None
+    assert shrink["recovery"]["distill"] is True and shrink["recovery"]["tokens_per_s"] > 0
     assert manifest["sparsity"]["params_pruned"] == _saved_params(art)
     assert manifest["sparsity"]["removed_fraction"] == pytest.approx(0.25, abs=0.05)
     generate = shrink["generate"]

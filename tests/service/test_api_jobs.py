@@ -80,6 +80,13 @@ def test_a_queue_no_worker_serves_is_refused_and_never_labels_a_metric(
         ({"extra": 1}, "extra"),
         ({"prune": {"target_sparsity": 0.3, "granularity": "width"}}, "prune"),
         ({"prune": {"target_sparsity": 0.3, "granularity": "depth", "hidden": True}}, "prune"),
+        ({"finetune": {"distill": True, "distill_temperature": 0}}, "finetune.distill_temperature"),
+        ({"finetune": {"distill": True, "distill_weight": 1.5}}, "finetune.distill_weight"),
+        (
+            {"finetune": {"distill": True, "distill_hidden_weight": -0.5}},
+            "finetune.distill_hidden_weight",
+        ),
+        ({"finetune": {"distill_hidden_weight": 1.0}}, "finetune.distill_hidden_weight"),
     ],
 )
 def test_bad_spec_is_refused_naming_the_field(

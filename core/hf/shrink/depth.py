@@ -80,6 +80,7 @@ def depth_prune(
         "pruned_sizes": asdict(sizes),
         "block_influence": influence,
         "removed_blocks": removed,
+        "kept_blocks": keep,
         "planned_removed_fraction": 1.0 - after / total,
     }
     return Shrunk(model=pruned, details=details)

@@ -35,6 +35,7 @@ from core.finetune import (
 from core.granularity import make_granularity
 from core.granularity.shrink import ShrinkGranularity
 from core.hf.adapter import HFAdapter
+from core.hf.distill_loss import DistillLoss, layer_pairs
 from core.hf.export import recipe
 from core.hf.shrink.families import family_of
 from core.hf.shrink.generation import generation_speed
@@ -286,13 +287,34 @@ class ShrinkRun:
         return logits
 
     def distillation(self) -> Distillation | None:
+        """With `finetune.distill`: the loss of `core.hf.distill_loss` (logits, and block
+        outputs when `distill_hidden_weight` > 0, each kept block against the teacher block
+        it was: a depth-pruned student passes their indices)."""
         finetune = self.spec.finetune
         if not finetune.distill:
             return None
+        kept = self.state.details.get("kept_blocks")
+        loss = DistillLoss(
+            temperature=finetune.distill_temperature,
+            alpha=finetune.distill_weight,
+            hidden_weight=finetune.distill_hidden_weight,
+            layers=layer_pairs(
+                self.model,
+                self.dense,
+                hidden_weight=finetune.distill_hidden_weight,
+                layer_map=kept,
+            ),
+        )
+        self.state.details["distill_hidden_skipped"] = loss.layers.skipped
+
+        def batch_loss(model: nn.Module, teacher: nn.Module, batch: Tensor, y: Tensor) -> Tensor:
+            return loss(model, teacher, batch, y).total
+
         return Distillation(
             teacher=self.dense,
             temperature=finetune.distill_temperature,
             weight=finetune.distill_weight,
+            batch_loss=batch_loss,
         )
 
     def epochs(self) -> int:
@@ -307,11 +329,14 @@ class ShrinkRun:
         assert self.optimizer is not None
         loss = math.nan
         lr = self.spec.finetune.lr
+        distill = self.distillation()
+        tokens_per_epoch = int(self.x_train[:, 1].sum())
         for epoch in range(self.state.epochs_done, total):
             self.check()
             if self.out_of_time():
                 self.state.stop_reason = "max_runtime"
                 break
+            epoch_start = time.perf_counter()
             torch.manual_seed(self.spec.seed * 1_000_003 + epoch)
             loss = train_epoch(
                 self.model,
@@ -320,12 +345,18 @@ class ShrinkRun:
                 optimizer=self.optimizer,
                 batch_size=self.spec.finetune.batch_size,
                 generator=epoch_generator(seed=self.spec.seed, epoch=epoch),
-                distill=self.distillation(),
+                distill=distill,
                 should_stop=self.should_stop,
                 out_of_time=self.out_of_time,
                 lr_at=cosine_lr(base=lr, epoch=epoch, epochs=total),
             )
             self.state.epochs_done = epoch + 1
+            recovery = self.state.details.setdefault(
+                "recovery", {"distill": distill is not None, "seconds": 0.0, "tokens": 0}
+            )
+            recovery["seconds"] += time.perf_counter() - epoch_start
+            recovery["tokens"] += tokens_per_epoch
+            recovery["tokens_per_s"] = recovery["tokens"] / max(recovery["seconds"], 1e-9)
             self.checkpoint()
         metric, val_loss = self.evaluate(self.model)
         if not math.isfinite(val_loss):
