@@ -55,3 +55,10 @@ class ResourceLimit(PruningError):
     """The job needs more than the worker allows: parameters, memory, data or download size."""
 
     code = "resource_limit"
+
+
+class UnsupportedArchitecture(PruningError):
+    """The model's architecture cannot take the pruning asked for (the message names the
+    model type and what is supported)."""
+
+    code = "unsupported_architecture"

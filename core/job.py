@@ -21,6 +21,7 @@ from core.contract.entrypoints import ANY_MODULE, EntrypointAllowList
 from core.data import TaskData, load_task
 from core.errors import DataInvalid, ModelLoadFailed, PruneCancelled
 from core.finetune import evaluate, to_tensors
+from core.granularity import make_granularity
 from core.hf.adapter import HFAdapter
 from core.limits import JobLimits, check_file_size
 from core.loop import CheckpointCallback, PhaseCallback, PruneOutcome, prune
@@ -138,6 +139,14 @@ def _recipe(spec: JobSpec, model: nn.Module, data: TaskData) -> dict[str, Any]:
     )
 
 
+def _shrink_job(spec: JobSpec, *, model: nn.Module, **kwargs: Any) -> JobOutput:
+    """Width and depth jobs rebuild a Hugging Face model in one cut (`core.hf.shrink.job`)."""
+    from core.hf.shrink.job import run_shrink
+
+    assert isinstance(model, HFAdapter)
+    return run_shrink(spec, model=model, **kwargs)
+
+
 def run_job(
     spec: JobSpec,
     *,
@@ -180,6 +189,20 @@ def run_job(
     configure_threads(model, threads)
     if on_data is not None:
         on_data(data)
+    if make_granularity(spec.prune.granularity).rebuilds_model:
+        return _shrink_job(
+            spec,
+            model=model,
+            data=data,
+            out_dir=out_dir,
+            work_dir=work_dir,
+            device=torch_device,
+            resume=resume,
+            on_step=on_step,
+            on_phase=on_phase,
+            on_checkpoint=on_checkpoint,
+            should_stop=should_stop,
+        )
     outcome = prune(
         model,
         data,

@@ -48,6 +48,11 @@ GRANULARITIES: Registry[Any] = Registry("granularity")
 GRANULARITIES.register("unstructured", "core.granularity.unstructured:UnstructuredGranularity")
 GRANULARITIES.register("N:M", "core.granularity.nm:NMGranularity", parse=_is_nm, example="2:4")
 GRANULARITIES.register("channel", "core.granularity.channel:ChannelGranularity")
+# `hf_only`: for Hugging Face models (model.hf); `hidden`: takes prune.hidden (the hidden size)
+GRANULARITIES.register(
+    "width", "core.granularity.shrink:WidthGranularity", hf_only=True, hidden=True
+)
+GRANULARITIES.register("depth", "core.granularity.shrink:DepthGranularity", hf_only=True)
 
 # Schedules: fixed ones are functions step -> sparsity (core/schedule.py); the adaptive one is
 # the controller. `max_steps`: the most pruning steps, given the spec's nominal `steps`.

@@ -112,7 +112,15 @@ class PruneSpec(BaseModel):
         default="uniform", description="one-shot: how the target is spread over the blocks"
     )
     calibration_samples: int = Field(
-        default=128, ge=1, le=100_000, description="one-shot: calibration sequences"
+        default=128,
+        ge=1,
+        le=100_000,
+        description="one-shot, width and depth: calibration sequences (from the train split)",
+    )
+    hidden: bool = Field(
+        default=False,
+        description="width: also shrink the hidden size (embedding channels, every norm and "
+        "linear layer that touches it)",
     )
     comparison_group: Literal["row", "layer"] | None = Field(
         default=None,
@@ -182,6 +190,21 @@ class PruneSpec(BaseModel):
                     f"target_sparsity must be {pattern_sparsity:g} for granularity "
                     f"{self.granularity!r} (N:M keeps N of every M weights)"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _shrink_fields(self) -> PruneSpec:
+        info = GRANULARITIES.info(self.granularity)
+        if self.hidden and not info.get("hidden", False):
+            raise ValueError(
+                f"'hidden' shrinks the hidden size with a width granularity, not "
+                f"{self.granularity!r}"
+            )
+        if info.get("hf_only", False) and self.search_max:
+            raise ValueError(
+                f"granularity {self.granularity!r} cuts once: target_sparsity must be a number "
+                "(the fraction of parameters removed)"
+            )
         return self
 
     @model_validator(mode="after")
@@ -372,6 +395,21 @@ class JobSpec(BaseModel):
             kinds = ", ".join(TASK_KINDS)
             raise ValueError(f"model.hf needs task.kind (one of {kinds}) and text data")
         return self
+
+    @field_validator("prune")
+    @classmethod
+    def _hf_only_granularity(cls, value: PruneSpec, info: ValidationInfo) -> PruneSpec:
+        """Width and depth rebuild a Hugging Face model from its config: `model.hf` only
+        (`model` validates before `prune`, so the error is reported at prune)."""
+        model = info.data.get("model")
+        if not isinstance(model, ModelRef):
+            return value  # the model's own error is reported
+        if GRANULARITIES.info(value.granularity).get("hf_only") and model.hf is None:
+            raise ValueError(
+                f"granularity {value.granularity!r} needs a Hugging Face model (model.hf): it "
+                "rewrites the model's config; for other models use 'channel'"
+            )
+        return value
 
     @model_validator(mode="after")
     def _hidden_distill_needs_hf(self) -> JobSpec:

@@ -19,6 +19,7 @@ ErrorCode = Literal[
     "artifact_invalid",
     "checkpoint_invalid",
     "resource_limit",
+    "unsupported_architecture",
     # the service (service.errors) and its HTTP layer
     "service_error",
     "job_not_found",

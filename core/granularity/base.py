@@ -45,11 +45,14 @@ class Granularity:
 
     `changes_shapes`: sparsifying replaces parameters (the optimizer is rebuilt and sparsity is
     counted in removed parameters). `orders_layers`: the run needs layers ordered by sensitivity
-    whatever the scope (a pattern applied to a growing set of layers).
+    whatever the scope (a pattern applied to a growing set of layers). `rebuilds_model`: the
+    job rebuilds a Hugging Face model smaller in one cut (`core.hf.shrink.job`) instead of
+    running the iterative loop.
     """
 
     changes_shapes: ClassVar[bool] = False
     orders_layers: ClassVar[bool] = False
+    rebuilds_model: ClassVar[bool] = False
 
     def __init__(self, name: str) -> None:
         self.name = name

@@ -49,13 +49,23 @@ def _concrete(registry: Registry[Any], name: str) -> str:
     return str(entry.info["example"]) if entry.parse is not None else name
 
 
+def _granularity_body(name: str) -> dict[str, Any]:
+    """A spec taking granularity `name`: a Hugging Face model for the HF-only ones."""
+    body = _body(prune__granularity=name)
+    if name in GRANULARITIES and GRANULARITIES.info(name).get("hf_only"):
+        body["model"] = {"hf": "file:///models/tiny"}
+        body["task"] = {"kind": "causal-lm", "data": "file:///data/t.jsonl", "val_fraction": 0.2}
+        body["prune"]["target_sparsity"] = 0.3
+    return body
+
+
 CASES = [
     (ARCHITECTURES, lambda n: _body(model__arch=n), "model.arch"),
     (DATASETS, lambda n: _body(task__dataset=n), "task.dataset"),
     (METRICS, lambda n: _body(task__metric=n), "task.metric"),
     (CRITERIA, lambda n: _body(prune__criterion=n), "prune.criterion"),
     (SCHEDULES, lambda n: _body(prune__schedule={"kind": n}), "prune.schedule.kind"),
-    (GRANULARITIES, lambda n: _body(prune__granularity=n), "prune.granularity"),
+    (GRANULARITIES, _granularity_body, "prune.granularity"),
     (ONESHOT_METHODS, lambda n: _body(prune__method=n), "prune.method"),
     (
         ALLOCATIONS,
