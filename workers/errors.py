@@ -24,7 +24,7 @@ class StorageUnavailable(InfrastructureError):
     code = "storage_unavailable"
 
 
-class RetryAttempt(Exception):
+class RetryAttempt(AdapruneError):
     """An attempt of `job_id` stopped on an infrastructure error and is to be retried later.
 
     The task re-sends `job_id`, the job that ran: with fair dispatch it may be another job than
@@ -33,10 +33,14 @@ class RetryAttempt(Exception):
     another job.
     """
 
+    code: ErrorCode = "infrastructure_unavailable"
+
     def __init__(self, job_id: str, error: Exception) -> None:
         super().__init__(f"job {job_id}: {type(error).__name__}: {error}")
         self.job_id = job_id
         self.error = error
+        # the code of the error that stopped it, as a final failure would record it
+        self.code = infra_code(error)
 
 
 # Connection-level failures of the database and Redis; a bad query or a bad spec is not here.
