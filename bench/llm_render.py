@@ -181,8 +181,9 @@ def _scaling_section(scaling: dict[str, Any]) -> list[str]:
         "",
         f"Random weights (hidden {scaling['hidden']}, intermediate {scaling['intermediate']}, "
         f"vocabulary 4096), {scaling['samples']} calibration sequences of 128 tokens, 50 % "
-        "unstructured, each depth in a fresh process. Peak RSS: the process's resident peak "
-        "during pruning above its size with the model built; activations: the calibration "
+        "unstructured, each depth in a fresh process (after a one-block warm-up run). Peak "
+        "RSS: the process's resident peak during pruning above its size with the model built; "
+        "activations: the calibration "
         "hidden states the engine holds (one set, whatever the depth).",
         "",
         "| blocks | params | method | seconds | s / block | peak RSS above model "
