@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.llm_render import lm_targets, minilm_targets
+from bench.llm_render import lm_reading, lm_targets, minilm_reading, minilm_targets
 
 
 def lm_figures(dense: float, perplexities: dict[tuple[str, float, str, str], float]) -> dict:
@@ -70,3 +70,38 @@ def test_minilm_drops_are_compared_in_points_against_their_own_allowance() -> No
         )
     )
     assert ["**not met**" in line for line in lines] == [True, False, False, True]
+
+
+def test_the_reading_appears_only_when_magnitude_barely_hurts_and_states_what_holds() -> None:
+    robust = published_like(
+        magnitude_unstructured=10.2, wanda_unstructured=10.3, sparsegpt_unstructured=10.1
+    )
+    robust[("magnitude", 0.7, "unstructured", "uniform")] = 11.0
+    robust[("sparsegpt", 0.7, "unstructured", "uniform")] = 10.9
+    robust[("sparsegpt", 0.7, "unstructured", "owl")] = 10.8
+    reading = lm_reading({**lm_figures(10.0, robust), "blocks_zeroed": 5000.0})
+    assert len(reading) == 1 and "2.0 %" in reading[0] and "5000" in reading[0]
+    assert "closest to dense in every setting" in reading[0]
+    assert "helps Wanda and SparseGPT" in reading[0]
+    fragile = published_like()
+    fragile[("magnitude", 0.7, "unstructured", "uniform")] = 300.0
+    assert lm_reading({**lm_figures(10.0, fragile), "blocks_zeroed": 5000.0}) == []
+
+
+def test_the_minilm_reading_names_each_miss_and_what_sparsegpt_loses_there() -> None:
+    figures = minilm_figures(
+        0.91,
+        {
+            ("wanda", "unstructured"): 0.90,
+            ("sparsegpt", "unstructured"): 0.91,
+            ("wanda", "2:4"): 0.82,
+            ("sparsegpt", "2:4"): 0.905,
+        },
+    )
+    (reading,) = minilm_reading(figures)
+    assert "Wanda 2:4 loses 9.0 points" in reading and "loses 0.5 points" in reading
+    assert "Wanda 50 %" not in reading
+    met = minilm_figures(
+        0.91, {(m, g): 0.90 for m in ("wanda", "sparsegpt") for g in ("unstructured", "2:4")}
+    )
+    assert minilm_reading(met) == []
