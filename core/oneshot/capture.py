@@ -3,13 +3,16 @@
 The first block's inputs (hidden states plus the keyword arguments the model passes it: the
 attention mask, rotary position embeddings, ...) are caught by a forward pre-hook that raises
 once it has them, so nothing after the embeddings runs. Every later block's inputs are the
-previous block's outputs on these stored activations; only one set of them is kept.
+previous block's outputs on these stored activations; only one set of them is kept. Each
+batch's attention mask is kept beside its states: padding runs through the blocks with the
+rest, but the layers' input statistics (Wanda's norms, SparseGPT's Hessian, OWL's outlier
+ratios) count only the real tokens.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -49,6 +52,9 @@ class BlockInputs:
     hidden: list[Tensor]
     args: list[tuple[Any, ...]]
     kwargs: list[dict[str, Any]]
+    # per batch, the (batch, seq) attention mask (True: a real token) or None: padding
+    # positions are run through the blocks but are not calibration data
+    keep: list[Tensor | None] = field(default_factory=list)
 
     def nbytes(self) -> int:
         """Bytes held by the hidden states (the keyword arguments are shared by every block)."""
@@ -71,6 +77,7 @@ def capture_block_inputs(
     hidden: list[Tensor] = []
     positional: list[tuple[Any, ...]] = []
     kwargs: list[dict[str, Any]] = []
+    keep: list[Tensor | None] = []
 
     def hook(_module: nn.Module, args: tuple[Any, ...], given: dict[str, Any]) -> None:
         rest = dict(given)
@@ -95,13 +102,15 @@ def capture_block_inputs(
                 try:
                     model(**{key: value.to(home) for key, value in batch.items()})
                 except _Captured:
+                    mask = batch.get("attention_mask")
+                    keep.append(mask.to(device).bool() if mask is not None else None)
                     continue
                 raise RuntimeError("the model's forward pass never reached its first block")
     finally:
         handle.remove()
         if use_cache is not None:
             config.use_cache = use_cache
-    return BlockInputs(hidden=hidden, args=positional, kwargs=kwargs)
+    return BlockInputs(hidden=hidden, args=positional, kwargs=kwargs, keep=keep)
 
 
 def run_block(

@@ -30,7 +30,7 @@ from core.oneshot.capture import BlockInputs, as_batches, capture_block_inputs, 
 from core.oneshot.config import OneShotConfig
 from core.oneshot.methods import wanda_scores
 from core.oneshot.progress import Progress, load_block, load_progress, save_block, save_progress
-from core.oneshot.stats import recording_inputs
+from core.oneshot.stats import TokenFilter, recording_inputs
 from core.report import StepCallback, StepReport
 
 Batch = Mapping[str, Tensor]
@@ -108,8 +108,9 @@ def _outlier_ratios(
         home = next(block.parameters()).device
         block.to(device)
         layers = prunable_layers(block)
-        with recording_inputs(layers, hessian=False, device=device) as stats:
-            outputs = list(_outputs(block, inputs))
+        tokens = TokenFilter()
+        with recording_inputs(layers, hessian=False, device=device, tokens=tokens) as stats:
+            outputs = list(_outputs(block, inputs, tokens))
         scores = [wanda_scores(weight_matrix(layers[n]).float(), stats[n]) for n in layers]
         ratios.append(outlier_ratio(scores, threshold))
         block.to(home)
@@ -134,8 +135,11 @@ def _prune_block(
     started = time.perf_counter()
     dense: list[Tensor] = []
     if inputs is not None and method.needs_inputs:
-        with recording_inputs(layers, hessian=method.needs_hessian, device=device) as stats:
-            dense = list(_outputs(block, inputs))
+        tokens = TokenFilter()
+        with recording_inputs(
+            layers, hessian=method.needs_hessian, device=device, tokens=tokens
+        ) as stats:
+            dense = list(_outputs(block, inputs, tokens))
     else:
         stats = {}
     phases["calibrate"] = time.perf_counter() - started
@@ -279,9 +283,15 @@ def prune_oneshot(
     )
 
 
-def _outputs(block: nn.Module, inputs: BlockInputs) -> Iterator[Tensor]:
-    """The block's output for each stored batch in turn (one batch at a time, lazily)."""
-    for states, args, kwargs in zip(inputs.hidden, inputs.args, inputs.kwargs, strict=True):
+def _outputs(
+    block: nn.Module, inputs: BlockInputs, tokens: TokenFilter | None = None
+) -> Iterator[Tensor]:
+    """The block's output for each stored batch in turn (one batch at a time, lazily); with
+    `tokens`, each batch's attention mask is set there while that batch runs."""
+    batches = zip(inputs.hidden, inputs.args, inputs.kwargs, strict=True)
+    for index, (states, args, kwargs) in enumerate(batches):
+        if tokens is not None:
+            tokens.current = inputs.keep[index] if index < len(inputs.keep) else None
         yield run_block(block, states, args, kwargs)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -26,8 +27,12 @@ class InputStats:
             torch.zeros(features, features, dtype=torch.float32, device=device) if hessian else None
         )
 
-    def add(self, inputs: Tensor) -> None:
+    def add(self, inputs: Tensor, keep: Tensor | None = None) -> None:
+        """Count the rows of `inputs`; with `keep` (one flag per row, e.g. the attention mask of
+        a (batch, seq) batch), only the rows it marks."""
         rows = inputs.detach().reshape(-1, self.features).to(torch.float32)
+        if keep is not None:
+            rows = rows[keep.reshape(-1).to(device=rows.device, dtype=torch.bool)]
         self.tokens += rows.shape[0]
         self._squares += rows.square().sum(dim=0)
         if self._outer is not None:
@@ -51,11 +56,25 @@ class InputStats:
         return 4 * held
 
 
+@dataclass
+class TokenFilter:
+    """The tokens of the batch now running that the statistics count: its attention mask
+    (padding positions are not calibration data), or None for all of them."""
+
+    current: Tensor | None = None
+
+
 @contextmanager
 def recording_inputs(
-    layers: Mapping[str, nn.Module], *, hessian: bool, device: torch.device
+    layers: Mapping[str, nn.Module],
+    *,
+    hessian: bool,
+    device: torch.device,
+    tokens: TokenFilter | None = None,
 ) -> Iterator[dict[str, InputStats]]:
-    """Collect InputStats for every layer while the block runs inside the context."""
+    """Collect InputStats for every layer while the block runs inside the context; with
+    `tokens`, only the positions its current mask marks (a layer whose input rows do not
+    line up with the mask's positions counts every row)."""
     stats: dict[str, InputStats] = {}
     handles = []
     for name, module in layers.items():
@@ -67,7 +86,9 @@ def recording_inputs(
         def hook(
             _module: nn.Module, args: tuple[Any, ...], *, into: InputStats = stats[name]
         ) -> None:
-            into.add(args[0])
+            keep = tokens.current if tokens is not None else None
+            rows = args[0].numel() // into.features
+            into.add(args[0], keep if keep is not None and keep.numel() == rows else None)
 
         handles.append(module.register_forward_pre_hook(hook))
     try:

@@ -113,6 +113,32 @@ def test_each_block_is_calibrated_on_the_pruned_blocks_before_it():
     assert not torch.equal(other, weight_matrix(prunable_layers(pruned_blocks[1])[name]))
 
 
+@pytest.mark.parametrize("method", ["wanda", "sparsegpt", "owl"])
+def test_padding_positions_are_not_calibration_data(method):
+    """Right padding that the attention mask marks changes no statistic: the pruned weights
+    are those of the same real tokens given without padding."""
+    dense = tiny_llama(layers=2)
+    (tokens,) = calibration(batches=1, batch=3, length=11)
+    pads = torch.randint(0, 50, (3, 6), generator=torch.Generator().manual_seed(5))
+    padded = {
+        "input_ids": torch.cat([tokens, pads], dim=1),
+        "attention_mask": torch.cat([torch.ones(3, 11), torch.zeros(3, 6)], dim=1).long(),
+    }
+    config = (
+        OneShotConfig(method="wanda", target_sparsity=0.6, allocation="owl", owl_threshold=2.0)
+        if method == "owl"
+        else OneShotConfig(method=method, target_sparsity=0.5)
+    )
+    plain, with_padding = copy.deepcopy(dense), copy.deepcopy(dense)
+    plain_result = prune_oneshot(plain, [tokens], config)
+    padded_result = prune_oneshot(with_padding, [padded], config)
+    assert padded_result.block_sparsities == pytest.approx(plain_result.block_sparsities)
+    want, got = layer_weights(plain), layer_weights(with_padding)
+    for name in want:
+        assert torch.equal(want[name] == 0, got[name] == 0), name
+        assert torch.allclose(want[name], got[name], atol=1e-5), name
+
+
 def test_sparsegpt_reconstructs_every_block_better_than_wanda():
     tokens = calibration(batches=4, batch=4, length=16)
     errors = {}
