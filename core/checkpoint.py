@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,32 @@ class Checkpoint:
     masks: dict[str, Tensor]
     optimizer_state: dict[str, Any] | None
     state: dict[str, Any]
+
+
+def separate_tensors(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Contiguous CPU copies of `state`'s tensors, no two sharing memory.
+
+    safetensors refuses tensors that share storage, and a model with tied weights (a language
+    model head tied to its input embedding, `tie_word_embeddings=True`) lists one tensor under
+    two names: every name after the first gets its own copy. Loading the file back writes the
+    same values into the one shared parameter twice.
+    """
+    separate: dict[str, Tensor] = {}
+    seen: set[int] = set()
+    for name, tensor in state.items():
+        value = tensor.detach().contiguous().cpu()
+        storage = value.untyped_storage().data_ptr()
+        if storage in seen:
+            value = value.clone()
+        else:
+            seen.add(storage)
+        separate[name] = value
+    return separate
+
+
+def state_tensors(module: nn.Module) -> dict[str, Tensor]:
+    """`module`'s state dict as tensors safetensors can write (see `separate_tensors`)."""
+    return separate_tensors(module.state_dict())
 
 
 def _flatten_optimizer(state_dict: dict[str, Any]) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -86,8 +113,7 @@ def save_checkpoint(
     final = directory / checkpoint_dir_name(step)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=directory))
     try:
-        model_state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        save_file(model_state, str(staging / CHECKPOINT_MODEL))
+        save_file(state_tensors(model), str(staging / CHECKPOINT_MODEL))
         save_file(
             {k: v.to(torch.uint8).contiguous().cpu() for k, v in masks.items()},
             str(staging / CHECKPOINT_MASKS),

@@ -26,6 +26,7 @@ from core.limits import JobLimits, check_file_size
 from core.loop import CheckpointCallback, PhaseCallback, PruneOutcome, prune
 from core.metrics import make_metric
 from core.models import architecture, build_model, load_weights
+from core.oneshot.job import run_oneshot
 from core.report import StepCallback
 from core.sizing import estimate
 from core.spec import JobSpec
@@ -175,7 +176,8 @@ def run_job(
         raise DataInvalid("the task needs at least one training and one validation example")
     if on_data is not None:
         on_data(data)
-    outcome = prune(
+    engine = run_oneshot if spec.prune.method is not None else prune
+    outcome = engine(
         model,
         data,
         spec,
@@ -203,5 +205,6 @@ def run_job(
         device=str(torch_device),
         # export is part of the job: its latency measuring gets what the budget has left
         time_left_s=spec.budget.max_runtime_s - outcome.result.seconds,
+        extra=outcome.details,
     )
     return JobOutput(outcome=outcome, manifest=manifest, artifact_dir=out_dir)

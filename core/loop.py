@@ -19,13 +19,15 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from core.checkpoint import state_tensors
 from core.controller import AdaptiveController
 from core.data import TaskData
 from core.errors import TrainingDiverged
@@ -48,6 +50,8 @@ class PruneOutcome:
     model: nn.Module
     dense_model: nn.Module
     masks: dict[str, Tensor]
+    # what the artifact's manifest records under "extra" (the one-shot path's per-block figures)
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 def baseline(run: Run, *, pretrain: bool) -> None:
@@ -79,8 +83,7 @@ def baseline(run: Run, *, pretrain: bool) -> None:
     state.plan.dense_params = count_params(run.model)
     if run.checkpoint_dir is not None:
         run.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        dense_state = {k: v.detach().contiguous().cpu() for k, v in run.model.state_dict().items()}
-        save_file(dense_state, str(run.checkpoint_dir / DENSE_WEIGHTS))
+        save_file(state_tensors(run.model), str(run.checkpoint_dir / DENSE_WEIGHTS))
     run.check()
     plan_layers(run)
     run.check()

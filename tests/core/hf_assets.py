@@ -54,21 +54,22 @@ def tiny_bert(directory: Path) -> Path:
     return directory
 
 
-def tiny_llama(directory: Path) -> Path:
-    """A 2-layer LlamaForCausalLM (hidden 32) with its tokenizer, saved."""
+def tiny_llama(directory: Path, *, layers: int = 2, tied: bool = False) -> Path:
+    """A LlamaForCausalLM (2 layers, hidden 32; `tied`: the head shares the input embedding)
+    with its tokenizer, saved."""
     vocab = build_tokenizer(directory)
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
         vocab_size=vocab,
         hidden_size=32,
-        num_hidden_layers=2,
+        num_hidden_layers=layers,
         num_attention_heads=2,
         num_key_value_heads=2,
         intermediate_size=64,
         max_position_embeddings=64,
         pad_token_id=0,
-        tie_word_embeddings=False,
+        tie_word_embeddings=tied,
     )
     LlamaForCausalLM(config).save_pretrained(str(directory))
     return directory
