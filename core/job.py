@@ -61,7 +61,8 @@ def prepare(
     """Load the task's data and build the model (with its weights, when the spec names them).
 
     Args:
-        sources: local copies of URIs the caller fetched already; other URIs are fetched here.
+        sources: local copies of URIs the caller fetched already (files, and the `model.hf`
+            directory); other URIs are fetched here.
         limits: with them, the data and weights files are size-checked before they are read,
             and the model is sized on the `meta` device before it is built (`core.sizing`).
 
@@ -79,9 +80,13 @@ def prepare(
         from core.hf.load import prepare_hf
 
         torch.manual_seed(spec.seed)
-        data, adapter, _ = prepare_hf(
-            spec, fetch_dir=functools.partial(fetch_dir, cache_dir=cache_dir), fetch=fetcher
-        )
+
+        def directory_fetcher(uri: str) -> Path:
+            if uri in known:
+                return known[uri]
+            return fetch_dir(uri, cache_dir=cache_dir)
+
+        data, adapter, _ = prepare_hf(spec, fetch_dir=directory_fetcher, fetch=fetcher)
         return data, adapter
     data = load_task(spec.task, fetch=fetcher, limits=limits)
     build = functools.partial(
