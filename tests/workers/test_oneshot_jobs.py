@@ -65,6 +65,7 @@ def test_wanda_and_sparsegpt_jobs_run_through_the_service_and_load_without_adapr
             2,
         ),
     ]
+    (tmp_path / "deploy").mkdir()
     with deployment(tmp_path / "deploy", file_roots=[data]) as deployed:
         for index, (spec, auto_class, val_texts, blocks) in enumerate(cases):
             job = deployed.run_job(spec, timeout_s=300)
