@@ -82,11 +82,12 @@ def _open_dir_no_links(path: str) -> int:
     return directory
 
 
-def copy_dir_no_links(path: str, dest: Path) -> Path:
-    """Copy the regular files directly inside the resolved directory `path` into `dest`.
+def copy_dir_no_links(path: str, dest: Path, *, depth: int = 0) -> Path:
+    """Copy the regular files inside the resolved directory `path` into `dest`.
 
     The directory is opened as `open_no_links` opens a file, and so is every file in it;
-    sub-directories are not descended (a `save_pretrained` directory is flat).
+    sub-directories are copied `depth` levels down (0: a flat `save_pretrained` directory;
+    1: a `datasets` DatasetDict, one directory per split), deeper ones are left out.
 
     Raises:
         PermissionError: the directory or an entry in it is a link (or became one).
@@ -108,6 +109,8 @@ def copy_dir_no_links(path: str, dest: Path) -> Path:
             raise PermissionError(f"{path!r} holds a symbolic link ({name}); links are not read")
         if stat.S_ISREG(mode):
             copy_no_links(os.path.join(path, name), dest / name)
+        elif stat.S_ISDIR(mode) and depth > 0:
+            copy_dir_no_links(os.path.join(path, name), dest / name, depth=depth - 1)
     return dest
 
 

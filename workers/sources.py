@@ -25,6 +25,7 @@ from core.contract.artifact_uri import ARTIFACT_SCHEME, parse_artifact_uri
 from core.contract.errors import AdapruneError, ErrorCode
 from core.contract.layout import sha256_file
 from core.spec import JobSpec
+from core.spec_sources import is_directory_uri
 from core.uri import copy_dir_no_links, copy_no_links, fetch, fetch_dir
 from service.policy import DataPolicy, resolved_path
 from service.storage import ArtifactStorage, artifact_key
@@ -68,7 +69,10 @@ class SourceFetcher:
             if uri in sources:
                 continue
             if field == "model.hf":
-                sources[uri] = self._directory(field, uri)
+                sources[uri] = self._directory(field, uri, depth=0, missing="model_load_failed")
+                continue
+            if is_directory_uri(uri) and field == "task.data":
+                sources[uri] = self._directory(field, uri, depth=1, missing="data_invalid")
                 continue
             missing: ErrorCode = (
                 "model_load_failed" if field.startswith("model.") else "data_invalid"
@@ -93,8 +97,9 @@ class SourceFetcher:
             raise SourceRefused(missing, field, f"{uri!r}: no such file") from error
         raise SourceRefused("policy_violation", field, f"{uri!r}: scheme {scheme!r} not readable")
 
-    def _directory(self, field: str, uri: str) -> Path:
-        """A private copy of a `save_pretrained` directory (files directly inside it)."""
+    def _directory(self, field: str, uri: str, *, depth: int, missing: ErrorCode) -> Path:
+        """A private copy of a directory: a `save_pretrained` one (depth 0: the files directly
+        inside it) or a `datasets` one (depth 1: a DatasetDict's split directories too)."""
         scheme = urlsplit(uri).scheme
         target = self.cache_dir / hashlib.sha256(uri.encode()).hexdigest()[:16]
         try:
@@ -104,11 +109,9 @@ class SourceFetcher:
                 if problem is not None:
                     raise SourceRefused("policy_violation", field, problem)
                 try:
-                    return copy_dir_no_links(path, target / Path(path).name)
+                    return copy_dir_no_links(path, target / Path(path).name, depth=depth)
                 except NotADirectoryError as error:
-                    raise SourceRefused(
-                        "model_load_failed", field, f"{uri!r}: not a directory"
-                    ) from error
+                    raise SourceRefused(missing, field, f"{uri!r}: not a directory") from error
                 except PermissionError as error:
                     raise SourceRefused("policy_violation", field, str(error)) from error
             if scheme == "s3":
@@ -117,8 +120,7 @@ class SourceFetcher:
                     raise SourceRefused("policy_violation", field, problem)
                 return fetch_dir(uri, cache_dir=self.cache_dir)
         except FileNotFoundError as error:
-            missing = f"{uri!r}: no such directory"
-            raise SourceRefused("model_load_failed", field, missing) from error
+            raise SourceRefused(missing, field, f"{uri!r}: no such directory") from error
         raise SourceRefused("policy_violation", field, f"{uri!r}: scheme {scheme!r} not readable")
 
     def _file(self, field: str, uri: str, target: Path) -> Path:

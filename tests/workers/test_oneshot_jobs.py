@@ -27,6 +27,20 @@ def _splits(directory: Path, rows: Any, counts: tuple[int, int, int]) -> dict[st
     return uris
 
 
+def _saved_dataset(directory: Path) -> str:
+    """The JSONL splits in `directory` saved as a DatasetDict (train, validation, test)."""
+    datasets = pytest.importorskip("datasets", reason="the [dev] extra installs datasets")
+    splits = {"train": "train", "validation": "val", "test": "test"}
+    saved = datasets.DatasetDict(
+        {
+            name: datasets.Dataset.from_json(str(directory / f"{split}.jsonl"))
+            for name, split in splits.items()
+        }
+    )
+    saved.save_to_disk(str(directory / "saved"))
+    return (directory / "saved").as_uri() + "/"
+
+
 def _spec(model: Path, task: dict[str, Any], prune: dict[str, Any]) -> dict[str, Any]:
     return {
         "name": "llm",
@@ -43,10 +57,9 @@ def test_wanda_and_sparsegpt_jobs_run_through_the_service_and_load_without_adapr
     llama = tiny_llama(data / "llama", layers=3)
     bert = tiny_bert(data / "bert")
     lm_task = {"kind": "causal-lm", "data": _splits(data / "lm", pattern_rows, (32, 16, 12))}
-    cls_task = {
-        "kind": "text-classification",
-        "data": _splits(data / "cls", sentiment_rows, (32, 16, 12)),
-    }
+    _splits(data / "cls", sentiment_rows, (32, 16, 12))
+    # the classifier's text as a `datasets` save_to_disk directory, which the worker copies
+    cls_task = {"kind": "text-classification", "data": _saved_dataset(data / "cls")}
     cases = [
         (
             _spec(llama, lm_task, {"method": "wanda", "target_sparsity": 0.5}),
