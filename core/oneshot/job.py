@@ -21,7 +21,6 @@ import math
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -30,21 +29,19 @@ import torch
 from torch import Tensor, nn
 
 from core.contract.layout import ONESHOT_DIR, ONESHOT_PROGRESS
-from core.controller import over_tolerance
 from core.data import TaskData
 from core.errors import PruneCancelled, SpecInvalid
-from core.finetune import cosine_lr, epoch_generator, evaluate, to_tensors, train_epoch
+from core.finetune import evaluate, to_tensors
 from core.hf.adapter import HFAdapter
 from core.loop import CheckpointCallback, PhaseCallback, PruneOutcome
-from core.metrics import Metric, is_relative, make_metric, worse_by
-from core.oneshot.blocks import find_blocks, is_prunable, prunable_layers, weight_matrix
+from core.metrics import make_metric
+from core.oneshot.blocks import find_blocks, prunable_layers, weight_matrix
 from core.oneshot.config import OneShotConfig
-from core.oneshot.engine import OneShotResult, prune_oneshot
-from core.outcome import accepted_curve
-from core.report import PruneResult, StepCallback, StepReport, StopReason
+from core.oneshot.engine import prune_oneshot
+from core.oneshot.outcome import Tolerance, oneshot_details, oneshot_result
+from core.oneshot.recovery import recover
+from core.report import StepCallback, StepReport
 from core.spec import JobSpec
-
-OUTSIDE_BLOCKS = "outside the transformer blocks: one-shot pruning leaves it dense"
 
 
 def calibration_batches(data: TaskData, *, samples: int, batch_size: int, seed: int) -> list[Any]:
@@ -97,37 +94,6 @@ def model_steps(per_block: Sequence[StepReport], sizes: Sequence[int]) -> list[S
     return steps
 
 
-class _Tolerance:
-    """The job's metric, its dense value and the one test of `max_metric_drop`."""
-
-    def __init__(self, spec: JobSpec, metric: Metric, dense: float, examples: int) -> None:
-        self.metric = metric
-        self.dense = dense
-        self.allowed = spec.prune.max_metric_drop
-        self.examples = examples if getattr(metric, "counts_examples", False) else 0
-
-    def drop(self, value: float) -> float:
-        return worse_by(self.metric, reference=self.dense, value=value)
-
-    def within(self, value: float) -> bool:
-        return math.isfinite(value) and not over_tolerance(
-            self.drop(value), self.allowed, self.examples
-        )
-
-    def describe(self, value: float) -> str:
-        """e.g. "perplexity 12.1 is 21.0 % worse than dense 10.0 (allowed 2 %)"."""
-        name = type(self.metric).__name__.lower()
-        if is_relative(self.metric):
-            return (
-                f"{name} {value:.4g} is {100 * self.drop(value):.1f} % worse than dense "
-                f"{self.dense:.4g} (allowed {100 * self.allowed:g} %)"
-            )
-        return (
-            f"{name} {value:.4g} is {100 * self.drop(value):.1f} points worse than dense "
-            f"{self.dense:.4g} (allowed {100 * self.allowed:g})"
-        )
-
-
 def _masks(adapter: HFAdapter, blocks_path: str, blocks: nn.ModuleList) -> dict[str, Tensor]:
     """The zero pattern of the blocks' prunable weights, by parameter name."""
     masks = {}
@@ -138,78 +104,6 @@ def _masks(adapter: HFAdapter, blocks_path: str, blocks: nn.ModuleList) -> dict[
             if isinstance(weight, Tensor):  # in the parameter's own layout (GPT-2's is (in, out))
                 masks[key] = weight.detach() != 0
     return masks
-
-
-def _skipped(adapter: HFAdapter, blocks_path: str) -> list[dict[str, str]]:
-    inside = f"hf.{blocks_path}."
-    return [
-        {"name": name, "reason": adapter.prune_excluded.get(name, OUTSIDE_BLOCKS)}
-        for name, module in adapter.named_modules()
-        if is_prunable(module) and not name.startswith(inside)
-    ]
-
-
-def _recover(
-    adapter: HFAdapter,
-    data: TaskData,
-    spec: JobSpec,
-    *,
-    masks: dict[str, Tensor],
-    dense: nn.Module,
-    device: torch.device,
-    tolerance: _Tolerance,
-    start_metric: float,
-    should_stop: Callable[[], bool] | None,
-    out_of_time: Callable[[], bool],
-) -> tuple[float, float, int]:
-    """Masked fine-tuning for `finetune.final_epochs` (cosine decay, as the loop's final phase);
-    the weights it started from are kept when it ends worse. Returns (metric, loss, epochs)."""
-    finetune = spec.finetune
-    epochs = min(finetune.final_epochs, spec.budget.max_epochs)
-    adapter.to(device)
-    masks = {name: mask.to(device) for name, mask in masks.items()}
-    params = dict(adapter.named_parameters())
-    x, y = to_tensors(data.x_train, data.y_train, device=device)
-    x_val, y_val = to_tensors(data.x_val, data.y_val, device=device)
-    before = {k: v.detach().cpu().clone() for k, v in adapter.state_dict().items()}
-    optimizer = torch.optim.AdamW(
-        adapter.parameters(), lr=finetune.lr, weight_decay=finetune.weight_decay
-    )
-    distill = None
-    if finetune.distill:
-        from core.finetune import Distillation
-
-        teacher = copy.deepcopy(dense).to(device).eval()
-        distill = Distillation(
-            teacher=teacher,
-            temperature=finetune.distill_temperature,
-            weight=finetune.distill_weight,
-        )
-    loss, done = math.nan, 0
-    for epoch in range(epochs):
-        if out_of_time():
-            break
-        torch.manual_seed(spec.seed * 1_000_003 + epoch)
-        loss = train_epoch(
-            adapter,
-            x=x,
-            y=y,
-            optimizer=optimizer,
-            batch_size=finetune.batch_size,
-            generator=epoch_generator(seed=spec.seed, epoch=epoch),
-            masks={name: masks[name] for name in masks if name in params},
-            params=params,
-            distill=distill,
-            should_stop=should_stop,
-            out_of_time=out_of_time,
-            lr_at=cosine_lr(base=finetune.lr, epoch=epoch, epochs=epochs),
-        )
-        done += 1
-    result = evaluate(adapter, x=x_val, y=y_val, metric=tolerance.metric)
-    if tolerance.drop(result.metric) > tolerance.drop(start_metric):
-        adapter.load_state_dict(before)
-        return start_metric, math.nan, done
-    return result.metric, loss, done
 
 
 def run_oneshot(
@@ -277,7 +171,7 @@ def run_oneshot(
         check()
         return evaluate(model, x=x_val, y=y_val, metric=metric).metric
 
-    tolerance = _Tolerance(spec, metric, validation(), examples=len(data.y_val))
+    tolerance = Tolerance(spec, metric, validation(), examples=len(data.y_val))
     dense = copy.deepcopy(model).eval()
     for parameter in dense.parameters():
         parameter.requires_grad_(False)
@@ -319,7 +213,7 @@ def run_oneshot(
     if spec.finetune.final_epochs > 0 and found.stopped_at is None and not out_of_time():
         phase("finetuning")
         started = time.perf_counter()
-        metric_value, loss, epochs = _recover(
+        metric_value, loss, epochs = recover(
             model,
             data,
             spec,
@@ -347,72 +241,18 @@ def run_oneshot(
             on_step(final)
     model.eval()
     return PruneOutcome(
-        result=_result(spec, found, steps, tolerance, metric_value, epochs, elapsed(), model),
+        result=oneshot_result(
+            spec,
+            found=found,
+            steps=steps,
+            tolerance=tolerance,
+            metric=metric_value,
+            epochs=epochs,
+            seconds=elapsed(),
+            model=model,
+        ),
         model=model,
         dense_model=dense,
         masks=masks,
-        details={"oneshot": _details(found)},
-    )
-
-
-def _details(found: OneShotResult) -> dict[str, Any]:
-    """What the manifest records of the one-shot run itself (per block: reconstruction error,
-    activation bytes, peak device memory, sparsity; where a resumed run started)."""
-    return {
-        "config": found.config,
-        "blocks_path": found.blocks_path,
-        "block_sparsities": found.block_sparsities,
-        "resumed_at": found.resumed_at,
-        "stopped_at": found.stopped_at,
-        "blocks": [
-            {k: v for k, v in asdict(record).items() if k != "layers"} for record in found.blocks
-        ],
-    }
-
-
-def _result(
-    spec: JobSpec,
-    found: OneShotResult,
-    steps: list[StepReport],
-    tolerance: _Tolerance,
-    metric: float,
-    epochs: int,
-    seconds: float,
-    model: HFAdapter,
-) -> PruneResult:
-    within = tolerance.within(metric)
-    sparsity = steps[-1].sparsity if steps else 0.0
-    stop_reason: StopReason = "schedule_done" if found.stopped_at is None else "max_runtime"
-    reason: str | None = None
-    if found.stopped_at is not None:
-        reason = (
-            f"max_runtime at {sparsity:.3f}: the budget of {spec.budget.max_runtime_s:g} s was "
-            f"spent before block {found.stopped_at} of {len(found.block_sparsities)}"
-        )
-    elif not within:
-        reason = f"over_tolerance at {sparsity:.3f}: {tolerance.describe(metric)}"
-    best = max(
-        [0.0]
-        + [s.sparsity for s in steps if tolerance.within(s.metric) and s.decision == "scheduled"]
-    )
-    if within and found.stopped_at is None:
-        best = max(best, sparsity)
-    dense_point = {"step": 0, "target_sparsity": 0.0, "sparsity": 0.0, "metric": tolerance.dense}
-    return PruneResult(
-        criterion=str(spec.prune.method),
-        dense_metric=tolerance.dense,
-        metric=metric,
-        sparsity=sparsity,
-        best_sparsity_within_tolerance=best,
-        within_tolerance=within,
-        stop_reason=stop_reason,
-        epochs=epochs,
-        seconds=seconds,
-        steps=steps,
-        layer_sparsity={f"hf.{name}": value for name, value in found.layer_sparsity.items()},
-        skipped_layers=_skipped(model, found.blocks_path),
-        target_sparsity=spec.prune.target,
-        target_reached=reason is None,
-        target_missed_reason=reason,
-        curve=[dense_point, *accepted_curve(steps)],
+        details={"oneshot": oneshot_details(found)},
     )
