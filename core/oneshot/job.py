@@ -94,7 +94,7 @@ def model_steps(per_block: Sequence[StepReport], sizes: Sequence[int]) -> list[S
     return steps
 
 
-def _masks(adapter: HFAdapter, blocks_path: str, blocks: nn.ModuleList) -> dict[str, Tensor]:
+def _masks(blocks_path: str, blocks: nn.ModuleList) -> dict[str, Tensor]:
     """The zero pattern of the blocks' prunable weights, by parameter name."""
     masks = {}
     for index, block in enumerate(blocks):
@@ -208,7 +208,7 @@ def run_oneshot(
     model.eval()
     steps = model_steps(found.steps, sizes)
     metric_value = steps[-1].metric if steps else tolerance.dense
-    masks = _masks(model, blocks_path, blocks)
+    masks = _masks(blocks_path, blocks)
     epochs = 0
     if spec.finetune.final_epochs > 0 and found.stopped_at is None and not out_of_time():
         phase("finetuning")
