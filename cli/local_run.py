@@ -103,7 +103,9 @@ def summary_table(manifest: Manifest) -> Table:
     return table
 
 
-def _run(spec: JobSpec, out: Path, *, device: str, console: Console) -> dict[str, Any]:
+def _run(
+    spec: JobSpec, out: Path, *, device: str, threads: int, console: Console
+) -> dict[str, Any]:
     from core.job import run_job  # torch loads here, after the input has been checked
 
     work = Path(tempfile.mkdtemp(prefix="adaprune-run-"))
@@ -133,6 +135,7 @@ def _run(spec: JobSpec, out: Path, *, device: str, console: Console) -> dict[str
                 out_dir=out,
                 work_dir=work,
                 device=device,
+                threads=threads,
                 on_step=on_step,
                 on_phase=on_phase,
             )
@@ -149,7 +152,7 @@ def _run(spec: JobSpec, out: Path, *, device: str, console: Console) -> dict[str
         shutil.rmtree(work, ignore_errors=True)
 
 
-def main(spec_path: str, out: str, *, device: str = "auto") -> int:
+def main(spec_path: str, out: str, *, device: str = "auto", threads: int = 0) -> int:
     """Run the job in `spec_path`, write its artifact to `out`; return the exit status."""
     console = Console(stderr=True)
     out_dir = Path(out)
@@ -159,7 +162,7 @@ def main(spec_path: str, out: str, *, device: str = "auto") -> int:
         from core.errors import PruningError
 
         try:
-            manifest = _run(spec, out_dir, device=device, console=console)
+            manifest = _run(spec, out_dir, device=device, threads=threads, console=console)
         except PruningError as error:
             print(f"adaprune run: {error.code}: {error}", file=sys.stderr)
             return 1

@@ -29,7 +29,7 @@ DATABASE = (
 def _run(args: argparse.Namespace) -> int:
     from cli.local_run import main as run_main
 
-    return run_main(args.spec, args.out, device=args.device)
+    return run_main(args.spec, args.out, device=args.device, threads=args.threads)
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -127,6 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("spec", metavar="SPEC", help="job spec file (YAML or JSON)")
     run.add_argument("--out", required=True, metavar="DIR", help="where the artifact is written")
     run.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda:N")
+    run.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        metavar="N",
+        help="torch CPU threads (default 0: one for models under 1 M parameters, else all cores)",
+    )
     run.set_defaults(handler=_run)
 
     up = sub.add_parser(

@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,32 +46,6 @@ class Checkpoint:
     state: dict[str, Any]
 
 
-def separate_tensors(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Contiguous CPU copies of `state`'s tensors, no two sharing memory.
-
-    safetensors refuses tensors that share storage, and a model with tied weights (a language
-    model head tied to its input embedding, `tie_word_embeddings=True`) lists one tensor under
-    two names: every name after the first gets its own copy. Loading the file back writes the
-    same values into the one shared parameter twice.
-    """
-    separate: dict[str, Tensor] = {}
-    seen: set[int] = set()
-    for name, tensor in state.items():
-        value = tensor.detach().contiguous().cpu()
-        storage = value.untyped_storage().data_ptr()
-        if storage in seen:
-            value = value.clone()
-        else:
-            seen.add(storage)
-        separate[name] = value
-    return separate
-
-
-def state_tensors(module: nn.Module) -> dict[str, Tensor]:
-    """`module`'s state dict as tensors safetensors can write (see `separate_tensors`)."""
-    return separate_tensors(module.state_dict())
-
-
 def _flatten_optimizer(state_dict: dict[str, Any]) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """Split an optimizer state_dict into tensors (for safetensors) and plain JSON values."""
     tensors: dict[str, Tensor] = {}
@@ -95,6 +68,24 @@ def _unflatten_optimizer(tensors: dict[str, Tensor], meta: dict[str, Any]) -> di
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
+def unshared(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """`state` on the CPU with no two tensors sharing memory, as safetensors needs.
+
+    Tied weights (a language-model head sharing the embedding) are one tensor under two
+    names; the second name gets a copy, and loading both names fills the one parameter.
+    """
+    seen: set[int] = set()
+    out: dict[str, Tensor] = {}
+    for name, tensor in state.items():
+        value = tensor.detach().contiguous().cpu()
+        pointer = value.untyped_storage().data_ptr()
+        if pointer in seen:
+            value = value.clone()
+        seen.add(pointer)
+        out[name] = value
+    return out
+
+
 def save_checkpoint(
     directory: Path,
     *,
@@ -113,7 +104,7 @@ def save_checkpoint(
     final = directory / checkpoint_dir_name(step)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=directory))
     try:
-        save_file(state_tensors(model), str(staging / CHECKPOINT_MODEL))
+        save_file(unshared(model.state_dict()), str(staging / CHECKPOINT_MODEL))
         save_file(
             {k: v.to(torch.uint8).contiguous().cpu() for k, v in masks.items()},
             str(staging / CHECKPOINT_MASKS),

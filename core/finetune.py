@@ -25,13 +25,22 @@ class Evaluation:
     loss: float
 
 
+BatchLoss = Callable[[nn.Module, nn.Module, Tensor, Tensor], Tensor]
+
+
 @dataclass(frozen=True)
 class Distillation:
-    """Soft-target distillation from the dense teacher (Hinton et al. 2015, arXiv 1503.02531)."""
+    """Soft-target distillation from the dense teacher (Hinton et al. 2015, arXiv 1503.02531).
+
+    `batch_loss(student, teacher, x, y)`, when given, replaces `distillation_loss` (a Hugging
+    Face model's loss masks by the attention mask and may add hidden states:
+    `core.hf.distill_loss`).
+    """
 
     teacher: nn.Module
     temperature: float
     weight: float
+    batch_loss: BatchLoss | None = None
 
 
 def to_tensors(x: np.ndarray, y: np.ndarray, *, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -139,10 +148,12 @@ def train_epoch(
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(seen / count)
         with autocast(device):
-            logits = model(xb)
-            if distill is None:
-                loss = cross_entropy(logits, yb)
+            if distill is not None and distill.batch_loss is not None:
+                loss = distill.batch_loss(model, distill.teacher, xb, yb)
+            elif distill is None:
+                loss = cross_entropy(model(xb), yb)
             else:
+                logits = model(xb)
                 with torch.no_grad():
                     teacher_logits = distill.teacher(xb)
                 loss = distillation_loss(

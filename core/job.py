@@ -30,6 +30,7 @@ from core.oneshot.job import run_oneshot
 from core.report import StepCallback
 from core.sizing import estimate
 from core.spec import JobSpec
+from core.threads import configure_threads
 from core.uri import fetch, fetch_dir
 
 
@@ -158,6 +159,7 @@ def run_job(
     on_data: Callable[[TaskData], None] | None = None,
     sources: Mapping[str, Path] | None = None,
     limits: JobLimits | None = None,
+    threads: int | None = None,
 ) -> JobOutput:
     """Run `spec` and export its verified artifact to `out_dir`.
 
@@ -168,6 +170,8 @@ def run_job(
         on_data: receives the task's data once loaded (class count, sizes), before pruning.
         sources: local copies of the spec's URIs, already fetched and checked by the caller.
         limits: the job's resource limits (`core.limits`), checked before anything is allocated.
+        threads: torch's CPU threads for this job; None or 0 chooses by model size
+            (`core.threads`).
     """
     torch_device = resolve_device(device)
     data, model = prepare(
@@ -179,6 +183,7 @@ def run_job(
     )
     if data.x_train.shape[0] < 1 or data.x_val.shape[0] < 1:
         raise DataInvalid("the task needs at least one training and one validation example")
+    configure_threads(model, threads)
     if on_data is not None:
         on_data(data)
     engine = run_oneshot if spec.prune.method is not None else prune

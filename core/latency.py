@@ -196,7 +196,7 @@ def batch_of(features: np.ndarray, *, batch_size: int, device: torch.device) -> 
     return torch.from_numpy(np.ascontiguousarray(features[rows])).to(device)
 
 
-def _rounds(
+def interleaved_rounds(
     models: dict[str, nn.Module], *, inputs: Tensor, seconds: float, max_rounds: int
 ) -> dict[str, list[dict[str, float]]]:
     """Time the models in interleaved rounds until `max_rounds` or `seconds` are spent.
@@ -284,40 +284,62 @@ def compare_latency(
     batches: list[dict[str, Any]] = []
     for size in batch_sizes:
         inputs = batch_of(features, batch_size=size, device=target)
-        timed = _rounds(
+        timed = interleaved_rounds(
             {"dense": dense, "pruned": pruned, "control": control},
             inputs=inputs,
             seconds=seconds / max(len(batch_sizes), 1),
             max_rounds=max_rounds,
         )
-        medians = {key: [r["median_s"] for r in timed[key]] for key in _MODELS}
-        ratios = [d / p for d, p in zip(medians["dense"], medians["pruned"], strict=True)]
-        controls = [d / c for d, c in zip(medians["dense"], medians["control"], strict=True)]
-        interval = bootstrap_interval(ratios, seed=size)
-        control_interval = bootstrap_interval(controls, seed=size + 1)
-        verdict = latency_verdict(interval, control_interval, speedup_expected=speedup_expected)
         batches.append(
             {
                 "batch_size": size,
-                "rounds": len(ratios),
-                **{key: _pooled(timed[key]) for key in _MODELS},
-                "speedup": geometric_mean(ratios),
-                "speedup_interval": _interval(interval),
-                "control_ratio": geometric_mean(controls),
-                "control_interval": _interval(control_interval),
-                "verdict": verdict,
-                "faster": verdict == "faster",
+                **round_summary(timed, seed=size, speedup_expected=speedup_expected),
             }
         )
-    name = torch.cuda.get_device_name(target) if target.type == "cuda" else "cpu"
     return {
-        "device": str(target),
-        "device_name": name,
-        "torch_threads": torch.get_num_threads(),
-        "confidence": CONFIDENCE,
-        "control_band": list(CONTROL_BAND),
+        **machine(target),
         "load_average": {"before": before, "after": load_average()},
         "speedup_expected": speedup_expected,
         "seconds": seconds,
         "batches": batches,
+    }
+
+
+def round_summary(
+    timed: dict[str, list[dict[str, float]]], *, seed: int, speedup_expected: bool
+) -> dict[str, Any]:
+    """Ratios of `interleaved_rounds` timings of "dense", "pruned" and "control".
+
+    Returns:
+        {"rounds", "dense", "pruned", "control" (pooled timings), "speedup" (geometric mean
+        of dense / pruned median time per round), "speedup_interval", "control_ratio",
+        "control_interval" (the same for dense / control), "verdict", "faster"}.
+    """
+    medians = {key: [r["median_s"] for r in timed[key]] for key in _MODELS}
+    ratios = [d / p for d, p in zip(medians["dense"], medians["pruned"], strict=True)]
+    controls = [d / c for d, c in zip(medians["dense"], medians["control"], strict=True)]
+    interval = bootstrap_interval(ratios, seed=seed)
+    control_interval = bootstrap_interval(controls, seed=seed + 1)
+    verdict = latency_verdict(interval, control_interval, speedup_expected=speedup_expected)
+    return {
+        "rounds": len(ratios),
+        **{key: _pooled(timed[key]) for key in _MODELS},
+        "speedup": geometric_mean(ratios),
+        "speedup_interval": _interval(interval),
+        "control_ratio": geometric_mean(controls),
+        "control_interval": _interval(control_interval),
+        "verdict": verdict,
+        "faster": verdict == "faster",
+    }
+
+
+def machine(device: torch.device) -> dict[str, Any]:
+    """Where a comparison ran: device, its name, torch threads, confidence and control band."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    return {
+        "device": str(device),
+        "device_name": name,
+        "torch_threads": torch.get_num_threads(),
+        "confidence": CONFIDENCE,
+        "control_band": list(CONTROL_BAND),
     }

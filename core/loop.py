@@ -27,7 +27,7 @@ import torch
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from core.checkpoint import state_tensors
+from core.checkpoint import unshared
 from core.controller import AdaptiveController
 from core.data import TaskData
 from core.errors import TrainingDiverged
@@ -83,7 +83,7 @@ def baseline(run: Run, *, pretrain: bool) -> None:
     state.plan.dense_params = count_params(run.model)
     if run.checkpoint_dir is not None:
         run.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        save_file(state_tensors(run.model), str(run.checkpoint_dir / DENSE_WEIGHTS))
+        save_file(unshared(run.model.state_dict()), str(run.checkpoint_dir / DENSE_WEIGHTS))
     run.check()
     plan_layers(run)
     run.check()

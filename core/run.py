@@ -33,6 +33,8 @@ from core.finetune import (
     train_epoch,
 )
 from core.granularity import SparsityPlan, make_granularity
+from core.hf.adapter import HFAdapter
+from core.hf.distill_loss import hf_batch_loss
 from core.importance import Importance, ScoringContext, make_importance
 from core.losses import cross_entropy
 from core.masks import prunable_parameters
@@ -121,6 +123,9 @@ class Run:
             teacher=self.dense_model,
             temperature=finetune.distill_temperature,
             weight=finetune.distill_weight,
+            batch_loss=hf_batch_loss(self.model, self.dense_model, finetune)
+            if isinstance(self.model, HFAdapter)
+            else None,
         )
 
     def check(self) -> None:

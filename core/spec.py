@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from core.contract.version import SPEC_VERSION
 from core.registries import ALLOCATIONS, GRANULARITIES, ONESHOT_METHODS, TASK_KINDS, parse_nm
@@ -225,7 +225,18 @@ class FinetuneSpec(BaseModel):
     batch_size: int = Field(default=128, ge=1, le=65_536)
     distill: bool = False
     distill_temperature: float = Field(default=2.0, gt=0.0, le=100.0)
-    distill_weight: float = Field(default=0.5, ge=0.0, le=1.0)
+    distill_weight: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="weight of the logit distillation term; the task loss gets 1 - weight",
+    )
+    distill_hidden_weight: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=100.0,
+        description="weight of the hidden-state distillation term (Hugging Face models only)",
+    )
     warmup_fraction: float = Field(
         default=0.0,
         ge=0.0,
@@ -236,6 +247,13 @@ class FinetuneSpec(BaseModel):
         default=False,
         description="re-estimate BatchNorm running statistics after each cut (calibration batches)",
     )
+
+    @field_validator("distill_hidden_weight")
+    @classmethod
+    def _hidden_needs_distill(cls, value: float, info: ValidationInfo) -> float:
+        if value > 0 and not info.data.get("distill", False):
+            raise ValueError("distill_hidden_weight > 0 needs distill: true")
+        return value
 
 
 # Fine-tuning defaults for a trained network (`model.weights` or `model.hf` given), used for
@@ -373,6 +391,14 @@ class JobSpec(BaseModel):
                 f"finetune.epochs_per_step must be 0 with one-shot method {self.prune.method!r}: "
                 "it prunes each block once; recovery after it is finetune.final_epochs"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _hidden_distill_needs_hf(self) -> JobSpec:
+        """The hidden-state term compares transformer blocks: only a Hugging Face model has
+        them in a known place."""
+        if self.finetune.distill_hidden_weight > 0 and self.model.hf is None:
+            raise ValueError("finetune.distill_hidden_weight needs a Hugging Face model (model.hf)")
         return self
 
     def uris(self) -> list[tuple[str, str]]:

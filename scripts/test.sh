@@ -12,7 +12,8 @@ if [ "${ADAPRUNE_SKIP_SETUP:-0}" != 1 ]; then
 fi
 ADAPRUNE_VENV=$VENV bash scripts/quality.sh
 status=0
-"$VENV/bin/python" -m pytest -q "$@" || status=$?
+# the slowest tests are listed so that the suite's time can be kept in check
+"$VENV/bin/python" -m pytest -q --durations=20 "$@" || status=$?
 # pytest's 5 means that nothing was collected: a selection or a path that matches no test
 # is a broken run, not a green one.
 if [ "$status" -eq 5 ]; then

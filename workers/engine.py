@@ -74,6 +74,8 @@ class EngineCall:
     allowed_entrypoints: tuple[str, ...]
     resume: bool
     limits: JobLimits
+    # torch CPU threads (0: by model size, core.threads)
+    threads: int = 0
     # local private copies of the spec's URIs, fetched and checked by the worker
     sources: dict[str, Path] = field(default_factory=dict)
 
@@ -123,6 +125,7 @@ def _run(call: EngineCall, hooks: EngineHooks) -> dict[str, Any]:
         on_data=lambda data: hooks.on_classes(data.num_classes),
         limits=call.limits,
         sources=call.sources,
+        threads=call.threads,
     )
     summary = summary_of(output)
     del output

@@ -374,6 +374,7 @@ class JobRunner(HandBack):
             allowed_entrypoints=tuple(self.settings.allowed_entrypoints),
             resume=resume,
             limits=self.settings.job_limits,
+            threads=self.settings.torch_threads,
             sources=sources,
         )
         hooks = EngineHooks(

@@ -16,6 +16,8 @@ class WorkerSettings(SharedSettings):
     """Everything a worker process reads from its environment."""
 
     device: str = "auto"
+    # torch CPU threads per job (0: one for models under 1 M parameters, else all cores)
+    torch_threads: int = Field(default=0, ge=0, le=1024)
     metrics_port: int = Field(default=9100, ge=0, le=65535)
     metrics_host: str = "0.0.0.0"
     # How long SIGTERM lets a running job go on to its next checkpoint before it is requeued.

@@ -127,3 +127,16 @@ def test_export_latency_counts_against_the_runtime_budget(tmp_path):
     assert budget["time_left_s"] < 0.001
     assert budget["skipped_batch_sizes"] == [1, 32]
     assert budget["seconds_spent"] < 5.0
+
+
+def test_a_small_models_job_runs_on_one_thread_unless_told_otherwise(tmp_path):
+    before = torch.get_num_threads()
+    try:
+        output = run_job(_spec(), out_dir=tmp_path / "a", work_dir=tmp_path / "wa", device="cpu")
+        assert output.manifest["latency"]["torch_threads"] == 1
+        output = run_job(
+            _spec(), out_dir=tmp_path / "b", work_dir=tmp_path / "wb", device="cpu", threads=2
+        )
+        assert output.manifest["latency"]["torch_threads"] == 2
+    finally:
+        torch.set_num_threads(before)

@@ -150,3 +150,34 @@ def test_a_stored_spec_validates_again_as_the_worker_reads_it(task: dict[str, An
     spec = JobSpec.model_validate({"model": model, "task": task, "prune": {"target_sparsity": 0.5}})
     stored = spec.model_dump(mode="json")
     assert JobSpec.model_validate(stored) == spec
+
+
+@pytest.mark.parametrize(
+    ("finetune", "field", "fragment"),
+    [
+        ({"distill": True, "distill_temperature": 0}, "distill_temperature", "greater than 0"),
+        ({"distill": True, "distill_weight": 1.5}, "distill_weight", "less than or equal to 1"),
+        ({"distill": True, "distill_hidden_weight": -1}, "distill_hidden_weight", "greater"),
+        ({"distill": True, "distill_hidden_weight": 101}, "distill_hidden_weight", "less"),
+        ({"distill_hidden_weight": 1.0}, "distill_hidden_weight", "needs distill: true"),
+    ],
+)
+def test_bad_distillation_settings_are_refused_at_their_field(finetune, field, fragment):
+    with pytest.raises(ValidationError) as info:
+        JobSpec.model_validate({**_body(), "finetune": finetune})
+    (error,) = info.value.errors()
+    assert error["loc"] == ("finetune", field) and fragment in error["msg"]
+
+
+def test_hidden_state_distillation_needs_a_hugging_face_model():
+    tensor = {
+        "model": {"arch": "mlp"},
+        "task": {"dataset": "digits"},
+        "prune": {"target_sparsity": 0.5},
+        "finetune": {"distill": True, "distill_hidden_weight": 1.0},
+    }
+    assert "distill_hidden_weight needs a Hugging Face model" in _error(tensor)
+    spec = JobSpec.model_validate(
+        {**_body(), "finetune": {"distill": True, "distill_hidden_weight": 0.5}}
+    )
+    assert spec.finetune.distill_hidden_weight == 0.5 and spec.finetune.distill_weight == 0.5

@@ -78,6 +78,13 @@ def test_a_queue_no_worker_serves_is_refused_and_never_labels_a_metric(
         ({"model": {"arch": "mlp", "entrypoint": "userpkg.m:f"}}, "model"),
         ({"model": {"arch": "mlp", "weights": "file:///etc/w.safetensors"}}, "model.weights"),
         ({"extra": 1}, "extra"),
+        ({"finetune": {"distill": True, "distill_temperature": 0}}, "finetune.distill_temperature"),
+        ({"finetune": {"distill": True, "distill_weight": 1.5}}, "finetune.distill_weight"),
+        (
+            {"finetune": {"distill": True, "distill_hidden_weight": -0.5}},
+            "finetune.distill_hidden_weight",
+        ),
+        ({"finetune": {"distill_hidden_weight": 1.0}}, "finetune.distill_hidden_weight"),
     ],
 )
 def test_bad_spec_is_refused_naming_the_field(

@@ -179,66 +179,84 @@ def deployment(root: Path, *, file_roots: Sequence[Path] = ()) -> Iterator[Deplo
     require_redis()
     with ExitStack() as stack:
         database_url = stack.enter_context(postgres_database("adaprune_monitoring"))
-        upgrade(database_url)
-        store = JobStore.from_url(database_url)
-        try:
-            with store.tx() as session:
-                key = create_key(session, "acme")
-        finally:
-            store.engine.dispose()
-        queue = f"mon-{secrets.token_hex(4)}"
-        # Registered before the processes start, so it runs after they stopped.
-        stack.callback(forget_queue, queue)
-        env = service_env(root=root, database_url=database_url, queue=queue, file_roots=file_roots)
-        api_port, metrics_port = free_port(), free_port()
-        api_log, worker_log = root / "api.log", root / "worker.log"
-        api = stack.enter_context(
-            running(
-                [
-                    sys.executable,
-                    "-m",
-                    "cli",
-                    "api",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(api_port),
-                    "--log-level",
-                    "warning",
-                ],
-                log=api_log,
-                env=env,
-            )
-        )
-        worker = stack.enter_context(
-            running(
-                [sys.executable, "-m", "cli", "worker", "--queue", queue, "--quiet"],
-                log=worker_log,
-                env=dict(env, ADAPRUNE_METRICS_PORT=str(metrics_port)),
-                # stops at once (a drain); the job has finished by then.
-                stop_signal=signal.SIGQUIT,
-            )
-        )
-        alive = [(api, api_log), (worker, worker_log)]
-        wait_until(
-            lambda: http_text(f"http://127.0.0.1:{api_port}/readyz"),
-            what="ready API",
-            timeout_s=60,
-            alive=alive,
-        )
-        wait_until(
-            lambda: http_text(f"http://127.0.0.1:{metrics_port}/metrics"),
-            what="worker metrics endpoint",
-            timeout_s=90,
-            alive=alive,
-        )
-        yield Deployment(
+        yield start_deployment(
+            stack,
             root=root,
             database_url=database_url,
-            queue=queue,
-            api_port=api_port,
-            worker_metrics_port=metrics_port,
-            key=key,
-            api_log=api_log,
-            worker_log=worker_log,
+            queue=f"mon-{secrets.token_hex(4)}",
+            file_roots=file_roots,
         )
+
+
+def start_deployment(
+    stack: ExitStack,
+    *,
+    root: Path,
+    database_url: str,
+    queue: str,
+    redis_url: str = REDIS_URL,
+    file_roots: Sequence[Path] = (),
+) -> Deployment:
+    """Migrate `database_url`, create tenant `acme`'s key, start the API and one worker.
+
+    Everything started is stopped when `stack` closes, and `queue`'s Redis keys are deleted
+    after that.
+
+    Returns:
+        the deployment, once the API is ready and the worker serves its metrics.
+    """
+    upgrade(database_url)
+    store = JobStore.from_url(database_url)
+    try:
+        with store.tx() as session:
+            key = create_key(session, "acme")
+    finally:
+        store.engine.dispose()
+    # Registered before the processes start, so it runs after they stopped.
+    stack.callback(forget_queue, queue, redis_url)
+    env = dict(
+        service_env(root=root, database_url=database_url, queue=queue, file_roots=file_roots),
+        REDIS_URL=redis_url,
+    )
+    api_port, metrics_port = free_port(), free_port()
+    api_log, worker_log = root / "api.log", root / "worker.log"
+    cli = [sys.executable, "-m", "cli"]
+    api = stack.enter_context(
+        running(
+            [*cli, "api", "--host", "127.0.0.1", "--port", str(api_port), "--log-level", "warning"],
+            log=api_log,
+            env=env,
+        )
+    )
+    worker = stack.enter_context(
+        running(
+            [*cli, "worker", "--queue", queue, "--quiet"],
+            log=worker_log,
+            env=dict(env, ADAPRUNE_METRICS_PORT=str(metrics_port)),
+            # stops at once (a drain); the job has finished by then.
+            stop_signal=signal.SIGQUIT,
+        )
+    )
+    alive = [(api, api_log), (worker, worker_log)]
+    wait_until(
+        lambda: http_text(f"http://127.0.0.1:{api_port}/readyz"),
+        what="ready API",
+        timeout_s=60,
+        alive=alive,
+    )
+    wait_until(
+        lambda: http_text(f"http://127.0.0.1:{metrics_port}/metrics"),
+        what="worker metrics endpoint",
+        timeout_s=90,
+        alive=alive,
+    )
+    return Deployment(
+        root=root,
+        database_url=database_url,
+        queue=queue,
+        api_port=api_port,
+        worker_metrics_port=metrics_port,
+        key=key,
+        api_log=api_log,
+        worker_log=worker_log,
+    )
