@@ -69,10 +69,11 @@ def summary_table(manifest: Manifest) -> Table:
     table.add_column("dense", justify="right")
     table.add_column("pruned", justify="right")
     metrics = manifest.metrics
+    name = manifest.spec.get("task", {}).get("metric", "accuracy")
     for split in ("val", "test"):
         if split in metrics["pruned"]:
             table.add_row(
-                f"{split} accuracy", _fmt(metrics["dense"][split]), _fmt(metrics["pruned"][split])
+                f"{split} {name}", _fmt(metrics["dense"][split]), _fmt(metrics["pruned"][split])
             )
     sparsity = manifest.sparsity
     table.add_row(

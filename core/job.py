@@ -27,6 +27,7 @@ from core.limits import JobLimits, check_file_size
 from core.loop import CheckpointCallback, PhaseCallback, PruneOutcome, prune
 from core.metrics import make_metric
 from core.models import architecture, build_model, load_weights
+from core.oneshot.job import run_oneshot
 from core.report import StepCallback
 from core.sizing import estimate
 from core.spec import JobSpec
@@ -62,7 +63,8 @@ def prepare(
     """Load the task's data and build the model (with its weights, when the spec names them).
 
     Args:
-        sources: local copies of URIs the caller fetched already; other URIs are fetched here.
+        sources: local copies of URIs the caller fetched already (files, and the `model.hf`
+            directory); other URIs are fetched here.
         limits: with them, the data and weights files are size-checked before they are read,
             and the model is sized on the `meta` device before it is built (`core.sizing`).
 
@@ -80,9 +82,13 @@ def prepare(
         from core.hf.load import prepare_hf
 
         torch.manual_seed(spec.seed)
-        data, adapter, _ = prepare_hf(
-            spec, fetch_dir=functools.partial(fetch_dir, cache_dir=cache_dir), fetch=fetcher
-        )
+
+        def directory_fetcher(uri: str) -> Path:
+            if uri in known:
+                return known[uri]
+            return fetch_dir(uri, cache_dir=cache_dir)
+
+        data, adapter, _ = prepare_hf(spec, fetch_dir=directory_fetcher, fetch=fetcher)
         return data, adapter
     data = load_task(spec.task, fetch=fetcher, limits=limits)
     build = functools.partial(
@@ -203,7 +209,8 @@ def run_job(
             on_checkpoint=on_checkpoint,
             should_stop=should_stop,
         )
-    outcome = prune(
+    engine = run_oneshot if spec.prune.method is not None else prune
+    outcome = engine(
         model,
         data,
         spec,
@@ -231,5 +238,6 @@ def run_job(
         device=str(torch_device),
         # export is part of the job: its latency measuring gets what the budget has left
         time_left_s=spec.budget.max_runtime_s - outcome.result.seconds,
+        extra=outcome.details,
     )
     return JobOutput(outcome=outcome, manifest=manifest, artifact_dir=out_dir)

@@ -19,8 +19,9 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
@@ -49,6 +50,8 @@ class PruneOutcome:
     model: nn.Module
     dense_model: nn.Module
     masks: dict[str, Tensor]
+    # what the artifact's manifest records under "extra" (the one-shot path's per-block figures)
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 def baseline(run: Run, *, pretrain: bool) -> None:

@@ -289,6 +289,11 @@ PRETRAINED_FINETUNE_DEFAULTS: dict[str, Any] = {
 }
 
 
+# A one-shot method prunes each block once, with no fine-tuning between blocks; recovery after
+# it is `final_epochs` of masked fine-tuning, and only when the spec asks for it.
+ONESHOT_FINETUNE_DEFAULTS: dict[str, Any] = {"epochs_per_step": 0, "final_epochs": 0}
+
+
 class BudgetSpec(BaseModel):
     """Hard limits on a job; when one is hit the job stops, saves and says so."""
 
@@ -367,14 +372,20 @@ class JobSpec(BaseModel):
         pretrained = model.pretrained if isinstance(model, ModelRef) else False
         if isinstance(model, dict):
             pretrained = model.get("weights") is not None or model.get("hf") is not None
-        if not pretrained:
+        prune = data.get("prune")
+        oneshot = (prune.method if isinstance(prune, PruneSpec) else None) is not None or (
+            isinstance(prune, dict) and prune.get("method") is not None
+        )
+        defaults = PRETRAINED_FINETUNE_DEFAULTS if pretrained else {}
+        defaults = defaults | (ONESHOT_FINETUNE_DEFAULTS if oneshot else {})
+        if not defaults:
             return data
         finetune = data.get("finetune", {})
         if isinstance(finetune, FinetuneSpec):
             finetune = finetune.model_dump(include=finetune.model_fields_set)
         if not isinstance(finetune, dict):
             return data
-        return {**data, "finetune": PRETRAINED_FINETUNE_DEFAULTS | finetune}
+        return {**data, "finetune": defaults | finetune}
 
     @field_validator("spec_version")
     @classmethod
@@ -410,6 +421,15 @@ class JobSpec(BaseModel):
                 "rewrites the model's config; for other models use 'channel'"
             )
         return value
+
+    @model_validator(mode="after")
+    def _oneshot_finetune(self) -> JobSpec:
+        if self.prune.method is not None and self.finetune.epochs_per_step > 0:
+            raise ValueError(
+                f"finetune.epochs_per_step must be 0 with one-shot method {self.prune.method!r}: "
+                "it prunes each block once; recovery after it is finetune.final_epochs"
+            )
+        return self
 
     @model_validator(mode="after")
     def _hidden_distill_needs_hf(self) -> JobSpec:

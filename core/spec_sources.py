@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
+from core.contract.artifact_uri import ARTIFACT_SCHEME
 from core.registries import TASK_KINDS
 from core.spec_types import (
     ENTRYPOINT,
@@ -100,6 +101,12 @@ class ModelRef(BaseModel):
         return self.weights is not None or self.hf is not None
 
 
+def is_directory_uri(data: object) -> bool:
+    """Whether a text task's `data` names a `datasets` save_to_disk directory (a URI ending
+    in "/")."""
+    return isinstance(data, str) and data.endswith("/")
+
+
 class DataSplits(BaseModel):
     """One text file per split; `test` is optional."""
 
@@ -129,7 +136,8 @@ class TaskRef(BaseModel):
         default=None,
         description="file://, s3:// or artifact:// .npz with x_train,y_train,x_val,y_val; "
         "with `kind`: "
-        "{train, val, test} text files, or one text file split by val/test_fraction",
+        "{train, val, test} text files, one text file split by val/test_fraction, or a "
+        "`datasets` save_to_disk directory (a URI ending in '/')",
     )
     metric: MetricName = Field(
         default="accuracy", description="default: accuracy, or the task kind's own default"
@@ -148,6 +156,10 @@ class TaskRef(BaseModel):
         if value is None or isinstance(value, DataSplits):
             return value
         text = info.data.get("kind") is not None
+        if text and is_directory_uri(value):
+            if value.startswith(f"{ARTIFACT_SCHEME}://"):
+                raise ValueError(f"{value!r}: an artifact:// URI names a file, not a directory")
+            return check_uri(value, suffix=None)
         return check_uri(value, suffix=TEXT_SUFFIXES if text else ".npz")
 
     @model_validator(mode="before")
@@ -207,7 +219,7 @@ class TaskRef(BaseModel):
             if fractions:
                 raise ValueError("val_fraction/test_fraction split one file; data names splits")
             return self
-        if self.val_fraction is None:
+        if self.val_fraction is None and not is_directory_uri(self.data):
             raise ValueError("one data file needs val_fraction (and optionally test_fraction)")
         if fractions >= 0.9:
             raise ValueError(f"val_fraction + test_fraction = {fractions:g} leaves under 10 %")

@@ -65,6 +65,55 @@ def _open_step(name: str, directory: int, flags: int, path: str) -> int:
         raise
 
 
+def _open_dir_no_links(path: str) -> int:
+    """Open the absolute, resolved directory `path` with no link followed on any component."""
+    if not os.path.isabs(path):
+        raise ValueError(f"{path!r} is not absolute")
+    parts = [part for part in path.split("/") if part]
+    if any(part in (".", "..") for part in parts):
+        raise ValueError(f"{path!r} is not a resolved directory path")
+    directory = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
+    for part in parts:
+        try:
+            following = _open_step(part, directory, os.O_RDONLY | os.O_DIRECTORY, path)
+        finally:
+            os.close(directory)
+        directory = following
+    return directory
+
+
+def copy_dir_no_links(path: str, dest: Path, *, depth: int = 0) -> Path:
+    """Copy the regular files inside the resolved directory `path` into `dest`.
+
+    The directory is opened as `open_no_links` opens a file, and so is every file in it;
+    sub-directories are copied `depth` levels down (0: a flat `save_pretrained` directory;
+    1: a `datasets` DatasetDict, one directory per split), deeper ones are left out.
+
+    Raises:
+        PermissionError: the directory or an entry in it is a link (or became one).
+        FileNotFoundError: the directory does not exist.
+        NotADirectoryError: `path` is a file.
+    """
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise NotADirectoryError(f"{path!r} is not a directory")
+    handle = _open_dir_no_links(path)
+    try:
+        entries = sorted(os.listdir(handle))
+        kinds = {name: os.stat(name, dir_fd=handle, follow_symlinks=False) for name in entries}
+    finally:
+        os.close(handle)
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in entries:
+        mode = kinds[name].st_mode
+        if stat.S_ISLNK(mode):
+            raise PermissionError(f"{path!r} holds a symbolic link ({name}); links are not read")
+        if stat.S_ISREG(mode):
+            copy_no_links(os.path.join(path, name), dest / name)
+        elif stat.S_ISDIR(mode) and depth > 0:
+            copy_dir_no_links(os.path.join(path, name), dest / name, depth=depth - 1)
+    return dest
+
+
 def copy_no_links(path: str, dest: Path) -> Path:
     """Copy the file at the resolved `path` to `dest`, opened with `open_no_links`.
 

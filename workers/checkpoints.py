@@ -3,6 +3,10 @@
 Layout under tenants/{t}/jobs/{j}/checkpoints/: `dense.safetensors`, `step-NNNN/...` and
 `LATEST` (the name of the newest complete step directory). LATEST is written after the step's
 files, so a reader that follows it never finds a partial checkpoint.
+
+A one-shot job's checkpoint is one directory, `oneshot/`: a file per finished block (written
+once, so each is uploaded once) and `progress.json`, uploaded after the block files; LATEST
+then names `oneshot`, and the step restored is the number of blocks done.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ from core.contract.layout import (
     CHECKPOINT_LATEST,
     CHECKPOINT_STATE,
     CHECKPOINTS_KEPT,
+    ONESHOT_DIR,
+    ONESHOT_PROGRESS,
+    oneshot_block_name,
 )
 from service.storage import ArtifactStorage
 from workers.errors import StorageUnavailable
@@ -66,6 +73,7 @@ class CheckpointMirror:
         self.storage = storage
         self.prefix = prefix
         self._dense_stored = False
+        self._blocks_stored: set[str] = set()
 
     def upload(self, step_dir: Path) -> None:
         """Store the checkpoint `step_dir` (and the dense weights beside it), then LATEST.
@@ -76,6 +84,9 @@ class CheckpointMirror:
             StorageUnavailable: the storage failed.
         """
         name = step_dir.name
+        if name == ONESHOT_DIR:
+            self._upload_oneshot(step_dir)
+            return
         if not _STEP_DIR.match(name):
             raise ValueError(f"{step_dir} is not a step-NNNN checkpoint directory")
         dense = step_dir.parent / DENSE
@@ -89,6 +100,43 @@ class CheckpointMirror:
         storage_call("write LATEST", self.storage.put_bytes, self.prefix + LATEST, name.encode())
         self._prune_old()
 
+    def _upload_oneshot(self, directory: Path) -> None:
+        """Store the block files not stored yet, then progress.json, then LATEST."""
+        for path in sorted(directory.iterdir()):
+            name = path.name
+            if name == ONESHOT_PROGRESS or name.startswith(".") or not path.is_file():
+                continue
+            if name not in self._blocks_stored:
+                key = f"{self.prefix}{ONESHOT_DIR}/{name}"
+                storage_call(f"upload {key}", self.storage.put_file, key, path)
+                self._blocks_stored.add(name)
+        key = f"{self.prefix}{ONESHOT_DIR}/{ONESHOT_PROGRESS}"
+        storage_call(f"upload {key}", self.storage.put_file, key, directory / ONESHOT_PROGRESS)
+        storage_call(
+            "write LATEST", self.storage.put_bytes, self.prefix + LATEST, ONESHOT_DIR.encode()
+        )
+
+    def _download_oneshot(self, dest: Path) -> int:
+        keys = storage_call(
+            "list checkpoint", self.storage.list, f"{self.prefix}{ONESHOT_DIR}/", reading=True
+        )
+        try:
+            for key in keys:
+                relative = key[len(self.prefix) :]
+                storage_call(
+                    f"download {key}", self.storage.get_file, key, dest / relative, reading=True
+                )
+        except FileNotFoundError as error:
+            raise StorageUnavailable(f"checkpoint {ONESHOT_DIR} is incomplete: {error}") from error
+        progress = dest / ONESHOT_DIR / ONESHOT_PROGRESS
+        try:
+            done = int(json.loads(progress.read_text())["blocks_done"])
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise StorageUnavailable(f"checkpoint {ONESHOT_DIR}: {error}") from error
+        # a block file past `done` may be from an upload cut short: the next attempt's replaces it
+        self._blocks_stored = {oneshot_block_name(index) for index in range(done)}
+        return done
+
     def _prune_old(self) -> None:
         keys = storage_call("list checkpoints", self.storage.list, self.prefix, reading=True)
         names = sorted({k[len(self.prefix) :].split("/", 1)[0] for k in keys})
@@ -100,7 +148,8 @@ class CheckpointMirror:
         """Fetch the newest checkpoint into `dest` (the engine's checkpoint directory).
 
         Returns:
-            The checkpoint's step, or None when the storage holds no checkpoint of this job.
+            The checkpoint's step (for a one-shot job: the blocks done), or None when the
+            storage holds no checkpoint of this job.
 
         Raises:
             StorageUnavailable: the storage failed or its LATEST names a broken checkpoint.
@@ -115,6 +164,8 @@ class CheckpointMirror:
             return None
         name = pointer.read_text().strip()
         pointer.unlink()
+        if name == ONESHOT_DIR:
+            return self._download_oneshot(dest)
         if not _STEP_DIR.match(name):
             raise StorageUnavailable(f"checkpoint pointer {self.prefix}{LATEST} holds {name!r}")
         keys = storage_call(

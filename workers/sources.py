@@ -6,6 +6,9 @@ moment it reads them, and hands the engine private copies only:
   own directories, then that resolved path is opened with no link followed on any component
   (a link swapped in after the check makes the open fail) and copied;
 - `s3://`: checked against the allowed and the service's own prefixes, then downloaded;
+- `model.hf` (a `save_pretrained` directory): the same checks; a `file://` directory is opened
+  with no link followed, as a file is, and the regular files directly in it are copied (a link
+  inside it is refused), an `s3://` prefix has its objects downloaded;
 - `artifact://JOB_ID/NAME`: the job must be the tenant's; the file is read from that tenant's
   own prefix (the key is built from the claim's tenant, so no other prefix is reachable) and
   its checksum compared with the recorded one.
@@ -22,7 +25,8 @@ from core.contract.artifact_uri import ARTIFACT_SCHEME, parse_artifact_uri
 from core.contract.errors import AdapruneError, ErrorCode
 from core.contract.layout import sha256_file
 from core.spec import JobSpec
-from core.uri import copy_no_links, fetch
+from core.spec_sources import is_directory_uri
+from core.uri import copy_dir_no_links, copy_no_links, fetch, fetch_dir
 from service.policy import DataPolicy, resolved_path
 from service.storage import ArtifactStorage, artifact_key
 from service.store import Claim, JobStore
@@ -62,8 +66,14 @@ class SourceFetcher:
         """
         sources: dict[str, Path] = {}
         for field, uri in spec.uris():
-            if field == "model.hf" or uri in sources:
-                continue  # a model directory is fetched whole by the engine (core.uri.fetch_dir)
+            if uri in sources:
+                continue
+            if field == "model.hf":
+                sources[uri] = self._directory(field, uri, depth=0, missing="model_load_failed")
+                continue
+            if is_directory_uri(uri) and field == "task.data":
+                sources[uri] = self._directory(field, uri, depth=1, missing="data_invalid")
+                continue
             missing: ErrorCode = (
                 "model_load_failed" if field.startswith("model.") else "data_invalid"
             )
@@ -85,6 +95,32 @@ class SourceFetcher:
                 return self._artifact(field, uri, target, missing)
         except FileNotFoundError as error:
             raise SourceRefused(missing, field, f"{uri!r}: no such file") from error
+        raise SourceRefused("policy_violation", field, f"{uri!r}: scheme {scheme!r} not readable")
+
+    def _directory(self, field: str, uri: str, *, depth: int, missing: ErrorCode) -> Path:
+        """A private copy of a directory: a `save_pretrained` one (depth 0: the files directly
+        inside it) or a `datasets` one (depth 1: a DatasetDict's split directories too)."""
+        scheme = urlsplit(uri).scheme
+        target = self.cache_dir / hashlib.sha256(uri.encode()).hexdigest()[:16]
+        try:
+            if scheme == "file":
+                path = resolved_path(uri)
+                problem = self.policy.file_problem(uri, path)
+                if problem is not None:
+                    raise SourceRefused("policy_violation", field, problem)
+                try:
+                    return copy_dir_no_links(path, target / Path(path).name, depth=depth)
+                except NotADirectoryError as error:
+                    raise SourceRefused(missing, field, f"{uri!r}: not a directory") from error
+                except PermissionError as error:
+                    raise SourceRefused("policy_violation", field, str(error)) from error
+            if scheme == "s3":
+                problem = self.policy.s3_problem(uri)
+                if problem is not None:
+                    raise SourceRefused("policy_violation", field, problem)
+                return fetch_dir(uri, cache_dir=self.cache_dir)
+        except FileNotFoundError as error:
+            raise SourceRefused(missing, field, f"{uri!r}: no such directory") from error
         raise SourceRefused("policy_violation", field, f"{uri!r}: scheme {scheme!r} not readable")
 
     def _file(self, field: str, uri: str, target: Path) -> Path:

@@ -184,7 +184,7 @@ def prepare_hf(
     check_directory(directory)
     kind = TASK_KINDS.resolve(task.kind)()
     tokenizer = load_tokenizer(directory)
-    splits = read_splits(task, fetch=fetch, labelled=kind.labelled)
+    splits = read_splits(task, fetch=fetch, labelled=kind.labelled, fetch_dir=fetch_dir)
     overrides: dict[str, Any] = {}
     labels: dict[str, np.ndarray] = {}
     if splits.labels is not None:

@@ -1,4 +1,5 @@
-"""Reading text task files: JSONL, CSV or Parquet, one per split or one split by fractions.
+"""Reading text task files: JSONL, CSV or Parquet, one per split or one split by fractions, or
+a `datasets` `save_to_disk` directory (`core.hf.saved_dataset`).
 
 Rows are plain dicts; only the text and label columns are kept. Nothing is ever unpickled.
 """
@@ -15,7 +16,9 @@ from typing import Any
 import numpy as np
 
 from core.errors import DataInvalid
+from core.hf.saved_dataset import read_saved_splits
 from core.spec import DataSplits, TaskRef
+from core.spec_sources import is_directory_uri
 
 _SPLIT_SEED = 0
 # a text task with more rows than this is refused before tokenising (memory)
@@ -115,17 +118,26 @@ def _labels(rows: list[dict[str, Any]], column: str, *, name: str) -> list[Any]:
     return labels
 
 
-def read_splits(task: TaskRef, *, fetch: Callable[[str], Path], labelled: bool) -> TextSplits:
+def read_splits(
+    task: TaskRef,
+    *,
+    fetch: Callable[[str], Path],
+    labelled: bool,
+    fetch_dir: Callable[[str], Path] | None = None,
+) -> TextSplits:
     """Read the task's text (and, when `labelled`, label) columns for every split.
 
     One file is split with a fixed seed into train / val (/ test) by `val_fraction` and
-    `test_fraction`, the same rows on every run.
+    `test_fraction`, the same rows on every run. A `datasets` `save_to_disk` directory (a URI
+    ending in "/", fetched with `fetch_dir`) gives its own splits, or is split the same way.
 
     Raises:
         DataInvalid: a missing file, column or value of the wrong type, or an empty split.
     """
     if task.data is None:
         raise DataInvalid("the text task names no data")
+    if is_directory_uri(task.data):
+        return _columns(task, _directory_rows(task, fetch_dir), labelled=labelled)
     files = (
         {"train": task.data.train, "val": task.data.val, "test": task.data.test}
         if isinstance(task.data, DataSplits)
@@ -142,6 +154,41 @@ def read_splits(task: TaskRef, *, fetch: Callable[[str], Path], labelled: bool) 
         rows[split] = read_rows(path, name=f"{split} data {Path(path).name}")
     if "all" in rows:
         rows = _split(rows["all"], val=task.val_fraction or 0.0, test=task.test_fraction or 0.0)
+    return _columns(task, rows, labelled=labelled)
+
+
+def _directory_rows(
+    task: TaskRef, fetch_dir: Callable[[str], Path] | None
+) -> dict[str, list[dict[str, Any]]]:
+    """The splits of a `datasets` directory: its own, or its one set of rows split by the
+    task's fractions (a dictionary with train but no validation split has train split)."""
+    assert isinstance(task.data, str)
+    if fetch_dir is None:
+        raise DataInvalid("task.data names a directory, and this caller reads only files")
+    try:
+        directory = fetch_dir(task.data)
+    except FileNotFoundError as error:
+        raise DataInvalid(f"task data {task.data!r} was not found") from error
+    rows = read_saved_splits(directory, max_rows=MAX_ROWS)
+    fractions = task.val_fraction is not None
+    if "all" in rows or "val" not in rows:
+        pool = rows.pop("all", None) or rows.pop("train", None)
+        if pool is None or not fractions:
+            raise DataInvalid(
+                f"{Path(directory).name}: no train and validation splits; give val_fraction "
+                "to split its rows"
+            )
+        test = task.test_fraction or 0.0 if "test" not in rows else 0.0
+        return {**_split(pool, val=task.val_fraction or 0.0, test=test), **rows}
+    if fractions:
+        raise DataInvalid("val_fraction splits one set of rows; this dataset has its own splits")
+    return rows
+
+
+def _columns(task: TaskRef, rows: dict[str, list[dict[str, Any]]], *, labelled: bool) -> TextSplits:
+    for split in ("train", "val"):
+        if split not in rows:
+            raise DataInvalid(f"the task data has no {split} split")
     texts = {split: _texts(r, task.text_column, name=split) for split, r in rows.items()}
     labels = None
     if labelled:

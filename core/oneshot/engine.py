@@ -64,6 +64,8 @@ class OneShotResult:
     steps: list[StepReport]
     seconds: float
     resumed_at: int
+    # the block `out_of_time` stopped the run before (the blocks from it on are dense)
+    stopped_at: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -175,6 +177,7 @@ def prune_oneshot(
     on_step: StepCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
     evaluate: Callable[[nn.Module], float] | None = None,
+    out_of_time: Callable[[], bool] | None = None,
 ) -> OneShotResult:
     """Prune every block of `model` in place with `config`'s method, one block at a time.
 
@@ -182,7 +185,9 @@ def prune_oneshot(
     `input_ids` tensors). `device`: where each block and the activations go (default: where
     the model is). `should_stop` is checked between blocks. `evaluate(model)`, when given, is
     called after each block (that block and those before it pruned) and its value is the
-    step's metric; without it the step's metric is NaN.
+    step's metric; without it the step's metric is NaN. `out_of_time()` True between blocks
+    ends the run there (the budget is spent): the result's `stopped_at` names the first block
+    left dense.
 
     Raises:
         PruneCancelled: `should_stop` returned True (the finished blocks are saved).
@@ -218,9 +223,13 @@ def prune_oneshot(
             _replay(blocks[index], inputs, target_device)
     records = [_block_record(record) for record in progress.blocks]
     steps = [StepReport.model_validate(_nan_for_none(step)) for step in progress.steps]
+    stopped_at: int | None = None
     for index in range(resumed_at, len(blocks)):
         if should_stop is not None and should_stop():
             raise PruneCancelled(f"stopped before block {index} of {len(blocks)}")
+        if out_of_time is not None and out_of_time():
+            stopped_at = index
+            break
         started = time.perf_counter()
         block = blocks[index]
         block_home = next(block.parameters()).device
@@ -280,6 +289,7 @@ def prune_oneshot(
         steps=steps,
         seconds=time.perf_counter() - begun,
         resumed_at=resumed_at,
+        stopped_at=stopped_at,
     )
 
 

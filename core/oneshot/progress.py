@@ -17,6 +17,7 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from core.checkpoint import unshared
 from core.contract.jsonsafe import json_safe
 from core.contract.layout import ONESHOT_DIR, ONESHOT_PROGRESS, oneshot_block_name
 from core.errors import CheckpointInvalid
@@ -71,9 +72,7 @@ def save_block(root: Path, index: int, block: nn.Module) -> None:
     """Write block `index`'s state (tensors only) as safetensors."""
     directory = _directory(root)
     directory.mkdir(parents=True, exist_ok=True)
-    tensors = {
-        name: value.detach().contiguous().cpu() for name, value in block.state_dict().items()
-    }
+    tensors = unshared(block.state_dict())
     temporary = directory / f".{oneshot_block_name(index)}.tmp"
     save_file(tensors, str(temporary))
     os.replace(temporary, directory / oneshot_block_name(index))

@@ -3,10 +3,6 @@ artifact that `from_pretrained` loads in a fresh process without adaprune."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,63 +13,14 @@ from core.artifact import load
 from core.contract.entrypoints import ANY_MODULE
 from core.job import JobOutput, metric_of, prepare, run_job
 from core.spec import JobSpec
-from tests.core.hf_assets import pattern_rows, sentiment_rows, tiny_bert, tiny_llama, write_jsonl
-
-# Runs without adaprune: its packages cannot be imported (the editable install is hidden) and
-# the repository is neither on the path nor the working directory. The script tokenises the
-# validation texts with the saved tokenizer and computes the metric from the logits itself.
-FRESH = r"""
-import importlib.abc, json, math, sys
-class NoAdaprune(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("core", "service", "workers", "cli"):
-            raise ImportError(f"{name} must not be needed")
-        return None
-sys.meta_path.insert(0, NoAdaprune())
-try:  # a torchvision built for another torch would break transformers' import; text needs none
-    import torchvision
-except Exception:
-    for name in [m for m in sys.modules if m.split(".")[0] == "torchvision"]:
-        del sys.modules[name]
-    sys.modules["torchvision"] = None
-import torch
-import transformers
-model_dir, kind, texts_file = sys.argv[1], sys.argv[2], sys.argv[3]
-rows = [json.loads(line) for line in open(texts_file)]
-tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
-auto = getattr(transformers, kind)
-model = auto.from_pretrained(model_dir).eval()
-batch = tokenizer([r["text"] for r in rows], padding=True, truncation=True, max_length=16,
-                  return_tensors="pt")
-with torch.no_grad():
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-if kind == "AutoModelForSequenceClassification":
-    label2id = model.config.label2id
-    truth = torch.tensor([label2id[r["label"]] for r in rows])
-    value = float((logits.argmax(-1) == truth).double().mean())
-else:
-    targets = batch["input_ids"][:, 1:].masked_fill(batch["attention_mask"][:, 1:] == 0, -100)
-    loss = torch.nn.functional.cross_entropy(
-        logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
-    value = math.exp(float(loss))
-print(json.dumps({"value": value, "core": "core" in sys.modules}))
-"""
-
-
-def _fresh_metric(model_dir: Path, auto_class: str, texts: Path, cwd: Path) -> float:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    done = subprocess.run(
-        [sys.executable, "-c", FRESH, str(model_dir), auto_class, str(texts)],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
-    found = json.loads(done.stdout.strip().splitlines()[-1])
-    assert found["core"] is False
-    return float(found["value"])
+from tests.core.hf_assets import (
+    fresh_metric,
+    pattern_rows,
+    sentiment_rows,
+    tiny_bert,
+    tiny_llama,
+    write_jsonl,
+)
 
 
 def _spec(model: Path, task: dict[str, Any], drop: float) -> JobSpec:
@@ -126,7 +73,7 @@ def test_a_bert_classifier_prunes_and_its_model_dir_loads_without_adaprune(tmp_p
     decisions = [step.decision for step in output.outcome.result.steps]
     assert decisions[0] == "baseline" and decisions[-1] == "final" and len(decisions) >= 4
     _check_artifact(tmp_path / "art", manifest, head="hf.classifier")
-    val = _fresh_metric(
+    val = fresh_metric(
         tmp_path / "art" / "model",
         "AutoModelForSequenceClassification",
         tmp_path / "val.jsonl",
@@ -155,7 +102,7 @@ def test_a_llama_causal_lm_prunes_with_perplexity_and_reloads(tmp_path):
     vocab = output.outcome.model.hf.config.vocab_size
     assert 1.0 < manifest["metrics"]["pruned"]["val"] < vocab  # trained below uniform
     _check_artifact(tmp_path / "art", manifest, head="hf.lm_head")
-    val = _fresh_metric(
+    val = fresh_metric(
         tmp_path / "art" / "model", "AutoModelForCausalLM", tmp_path / "val.jsonl", cwd=tmp_path
     )
     assert val == pytest.approx(manifest["metrics"]["pruned"]["val"], rel=1e-5)

@@ -8,7 +8,7 @@ import secrets
 import signal
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,7 +146,9 @@ class Deployment:
             return wait_until(final, what=f"final state of job {job_id}", timeout_s=timeout_s)
 
 
-def service_env(*, root: Path, database_url: str, queue: str) -> dict[str, str]:
+def service_env(
+    *, root: Path, database_url: str, queue: str, file_roots: Sequence[Path] = ()
+) -> dict[str, str]:
     """The environment both processes share (service contract variables)."""
     return {
         **os.environ,
@@ -159,15 +161,17 @@ def service_env(*, root: Path, database_url: str, queue: str) -> dict[str, str]:
         "ADAPRUNE_HEARTBEAT_S": "1",
         "ADAPRUNE_DEVICE": "cpu",
         "OMP_NUM_THREADS": "1",
+        **({"ADAPRUNE_ALLOWED_FILE_ROOTS": ",".join(map(str, file_roots))} if file_roots else {}),
     }
 
 
 @contextmanager
-def deployment(root: Path) -> Iterator[Deployment]:
+def deployment(root: Path, *, file_roots: Sequence[Path] = ()) -> Iterator[Deployment]:
     """Start a deployment on a fresh, migrated PostgreSQL database; stop everything afterwards.
 
     Args:
         root: an empty directory for logs, ADAPRUNE_HOME and artifacts.
+        file_roots: directories a job's file:// references may name (none by default).
 
     Yields:
         the deployment, once the API is ready and the worker serves its metrics.
@@ -176,12 +180,22 @@ def deployment(root: Path) -> Iterator[Deployment]:
     with ExitStack() as stack:
         database_url = stack.enter_context(postgres_database("adaprune_monitoring"))
         yield start_deployment(
-            stack, root=root, database_url=database_url, queue=f"mon-{secrets.token_hex(4)}"
+            stack,
+            root=root,
+            database_url=database_url,
+            queue=f"mon-{secrets.token_hex(4)}",
+            file_roots=file_roots,
         )
 
 
 def start_deployment(
-    stack: ExitStack, *, root: Path, database_url: str, queue: str, redis_url: str = REDIS_URL
+    stack: ExitStack,
+    *,
+    root: Path,
+    database_url: str,
+    queue: str,
+    redis_url: str = REDIS_URL,
+    file_roots: Sequence[Path] = (),
 ) -> Deployment:
     """Migrate `database_url`, create tenant `acme`'s key, start the API and one worker.
 
@@ -200,7 +214,10 @@ def start_deployment(
         store.engine.dispose()
     # Registered before the processes start, so it runs after they stopped.
     stack.callback(forget_queue, queue, redis_url)
-    env = dict(service_env(root=root, database_url=database_url, queue=queue), REDIS_URL=redis_url)
+    env = dict(
+        service_env(root=root, database_url=database_url, queue=queue, file_roots=file_roots),
+        REDIS_URL=redis_url,
+    )
     api_port, metrics_port = free_port(), free_port()
     api_log, worker_log = root / "api.log", root / "worker.log"
     cli = [sys.executable, "-m", "cli"]

@@ -40,7 +40,10 @@ FINAL = ("succeeded", "failed", "cancelled")
 
 @dataclass
 class Service:
-    """One isolated deployment: database, storage, queue, API client and worker environment."""
+    """One isolated deployment: database, storage, queue, API client and worker environment.
+
+    file:// references may name files under `root / "data"`.
+    """
 
     root: Path
     database_url: str
@@ -151,6 +154,7 @@ def _service(root: Path) -> Iterator[Service]:
         heartbeat_s=HEARTBEAT_S,
         max_attempts=MAX_ATTEMPTS,
         served_queues=(queue,),
+        allowed_file_roots=(str(root / "data"),),
     )
     env = {
         **os.environ,
@@ -161,6 +165,7 @@ def _service(root: Path) -> Iterator[Service]:
         "ARTIFACT_URL": f"file://{artifact_dir}",
         "ADAPRUNE_HEARTBEAT_S": str(HEARTBEAT_S),
         "ADAPRUNE_MAX_ATTEMPTS": str(MAX_ATTEMPTS),
+        "ADAPRUNE_ALLOWED_FILE_ROOTS": str(root / "data"),
         "ADAPRUNE_DEVICE": "cpu",
         "OMP_NUM_THREADS": "1",
     }
