@@ -422,6 +422,18 @@ class JobSpec(BaseModel):
             )
         return value
 
+    @field_validator("prune")
+    @classmethod
+    def _oneshot_needs_hf(cls, value: PruneSpec, info: ValidationInfo) -> PruneSpec:
+        """A one-shot method prunes a transformer block by block: `model.hf` only."""
+        model = info.data.get("model")
+        if value.method is not None and isinstance(model, ModelRef) and model.hf is None:
+            raise ValueError(
+                f"one-shot method {value.method!r} needs a Hugging Face model (model.hf): it "
+                "prunes a transformer block by block; for other models leave method unset"
+            )
+        return value
+
     @model_validator(mode="after")
     def _oneshot_finetune(self) -> JobSpec:
         if self.prune.method is not None and self.finetune.epochs_per_step > 0:

@@ -15,9 +15,15 @@ from safetensors.torch import load_file
 from core.errors import PruneCancelled, UnsupportedArchitecture
 from core.job import run_job
 from core.spec import JobSpec
-from tests.core.hf_assets import build_tokenizer, pattern_rows, sentiment_rows, write_jsonl
+from tests.core.hf_assets import (
+    build_tokenizer,
+    fresh_metric,
+    pattern_rows,
+    sentiment_rows,
+    write_jsonl,
+)
 from tests.core.shrink_models import tiny
-from tests.core.test_hf_job import _fresh_metric, _reloaded_val_metric
+from tests.core.test_hf_job import _reloaded_val_metric
 
 
 def _model_dir(directory: Path, family: str) -> Path:
@@ -82,7 +88,7 @@ def test_a_width_job_on_a_bert_classifier_with_its_hidden_size_exports_a_model_t
     assert [entry["batch_size"] for entry in manifest["latency"]["batches"]] == [2]
     assert 0 < shrink["latency_sequence_length"] <= 16
     assert shrink["generate"] is None
-    val = _fresh_metric(
+    val = fresh_metric(
         art / "model", "AutoModelForSequenceClassification", tmp_path / "val.jsonl", cwd=tmp_path
     )
     assert val == pytest.approx(manifest["metrics"]["pruned"]["val"], abs=1e-9)
@@ -118,7 +124,7 @@ def test_a_depth_job_on_a_llama_with_distillation_states_fewer_blocks_and_tokens
     generate = shrink["generate"]
     assert generate["new_tokens"] == 32 and generate["rounds"] >= 2
     assert generate["tokens_per_s_dense"] > 0 and generate["tokens_per_s_pruned"] > 0
-    val = _fresh_metric(art / "model", "AutoModelForCausalLM", tmp_path / "val.jsonl", cwd=tmp_path)
+    val = fresh_metric(art / "model", "AutoModelForCausalLM", tmp_path / "val.jsonl", cwd=tmp_path)
     assert val == pytest.approx(manifest["metrics"]["pruned"]["val"], rel=1e-5)
 
 

@@ -13,7 +13,11 @@ from core.spec import JobSpec
 
 def spec(**prune: Any) -> JobSpec:
     return JobSpec.model_validate(
-        {"model": {"arch": "mlp"}, "task": {"dataset": "digits"}, "prune": prune}
+        {
+            "model": {"hf": "file:///models/tiny"},
+            "task": {"kind": "causal-lm", "data": "file:///data/t.jsonl", "val_fraction": 0.2},
+            "prune": prune,
+        }
     )
 
 
@@ -58,3 +62,17 @@ def test_bad_oneshot_fields_are_refused_naming_the_problem(prune, message):
 def test_the_iterative_loop_is_refused_by_the_oneshot_config():
     with pytest.raises(ValueError, match="method is not set"):
         OneShotConfig.from_spec(spec(target_sparsity=0.5).prune)
+
+
+def test_a_oneshot_method_on_a_model_that_is_not_hugging_face_is_refused_at_prune():
+    with pytest.raises(ValidationError) as caught:
+        JobSpec.model_validate(
+            {
+                "model": {"arch": "mlp"},
+                "task": {"dataset": "digits"},
+                "prune": {"target_sparsity": 0.5, "method": "wanda"},
+            }
+        )
+    error = caught.value.errors()[0]
+    assert error["loc"] == ("prune",)
+    assert "needs a Hugging Face model (model.hf)" in error["msg"]

@@ -43,6 +43,14 @@ def _body(**parts: Any) -> dict[str, Any]:
     return body
 
 
+def _hf_body(**parts: Any) -> dict[str, Any]:
+    """`_body` with a Hugging Face model and a text task (what one-shot methods take)."""
+    body = _body(**parts)
+    body["model"] = {"hf": "file:///models/tiny"}
+    body["task"] = {"kind": "causal-lm", "data": "file:///data/t.jsonl", "val_fraction": 0.2}
+    return body
+
+
 def _concrete(registry: Registry[Any], name: str) -> str:
     """A concrete name for an entry: parametrised entries give their example."""
     entry = next(e for e in registry.entries() if e.name == name)
@@ -66,10 +74,10 @@ CASES = [
     (CRITERIA, lambda n: _body(prune__criterion=n), "prune.criterion"),
     (SCHEDULES, lambda n: _body(prune__schedule={"kind": n}), "prune.schedule.kind"),
     (GRANULARITIES, _granularity_body, "prune.granularity"),
-    (ONESHOT_METHODS, lambda n: _body(prune__method=n), "prune.method"),
+    (ONESHOT_METHODS, lambda n: _hf_body(prune__method=n), "prune.method"),
     (
         ALLOCATIONS,
-        lambda n: _body(prune__method="wanda", prune__allocation=n),
+        lambda n: _hf_body(prune__method="wanda", prune__allocation=n),
         "prune.allocation",
     ),
 ]

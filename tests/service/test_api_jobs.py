@@ -79,6 +79,7 @@ def test_a_queue_no_worker_serves_is_refused_and_never_labels_a_metric(
         ({"model": {"arch": "mlp", "weights": "file:///etc/w.safetensors"}}, "model.weights"),
         ({"extra": 1}, "extra"),
         ({"prune": {"target_sparsity": 0.3, "granularity": "width"}}, "prune"),
+        ({"prune": {"target_sparsity": 0.5, "method": "wanda"}}, "prune"),
         ({"prune": {"target_sparsity": 0.3, "granularity": "depth", "hidden": True}}, "prune"),
         ({"finetune": {"distill": True, "distill_temperature": 0}}, "finetune.distill_temperature"),
         ({"finetune": {"distill": True, "distill_weight": 1.5}}, "finetune.distill_weight"),
