@@ -118,6 +118,7 @@ def final(run: Run) -> None:
         epochs += unspent_step_epochs(run)
     epochs = min(epochs, run.spec.budget.max_epochs - state.counters.finetune_epochs)
     loss = math.nan
+    trained = 0
     metric, val_loss = run.evaluate()
     if epochs > 0 and state.stop_reason != "max_runtime":
         # the final fine-tuning keeps the weights it started from if it ends worse on
@@ -128,7 +129,7 @@ def final(run: Run) -> None:
         loss = run.train(
             epochs, lr_at=lambda i: cosine_lr(base=finetune.lr, epoch=i, epochs=epochs)
         )
-        epochs = state.counters.finetune_epochs - before
+        trained = state.counters.finetune_epochs - before
         metric, val_loss = run.evaluate()
         if run.drop(metric) > run.drop(start_metric):
             run.load_snapshot(snapshot)
@@ -143,7 +144,7 @@ def final(run: Run) -> None:
         loss=val_loss if math.isnan(loss) else loss,
         decision="final",
         seconds=time.perf_counter() - start,
-        epochs=max(epochs, 0),
+        epochs=trained,  # what ran, not what was planned (none after max_runtime)
         phases={"finetuning": time.perf_counter() - start},
     )
     state.finished = True

@@ -181,6 +181,8 @@ def test_runtime_budget_stops_the_run_and_says_so():
     )
     result = prune(_model(), _task(), spec).result
     assert result.stop_reason == "max_runtime"
+    # the final fine-tuning did not run, and its report says so
+    assert result.steps[-1].decision == "final" and result.steps[-1].epochs == 0
 
 
 class _LogScaled(nn.Module):
