@@ -514,15 +514,17 @@ def render_schedules(results: dict[str, Any], args: argparse.Namespace) -> str:
             key_g, key_a = (task_name, "gmp", sparsity), (task_name, "adaptive", sparsity)
             if not (within.get(key_g) and within.get(key_a)):
                 continue
-            g_within, a_within = mean_std(within[key_g])[0], mean_std(within[key_a])[0]
-            g_acc, a_acc = mean_std(rows[key_g])[0], mean_std(rows[key_a])[0]
+            # seeds run in order: the first n of each list are the seeds both methods finished
+            n = min(len(within[key_g]), len(within[key_a]))
+            g_within, a_within = mean_std(within[key_g][:n])[0], mean_std(within[key_a][:n])[0]
+            g_acc, a_acc = mean_std(rows[key_g][:n])[0], mean_std(rows[key_a][:n])[0]
             met = a_within >= g_within - 0.005 and a_acc >= g_acc - 0.01
             verdicts.append(met)
             lines.append(
                 f"| {task_name} | {100 * sparsity:.0f} % | {100 * g_within:.1f} % | "
-                f"{100 * g_acc:.1f} | {100 * mean_std(measured[key_a])[0]:.1f} % | "
+                f"{100 * g_acc:.1f} | {100 * mean_std(measured[key_a][:n])[0]:.1f} % | "
                 f"{100 * a_within:.1f} % | {100 * a_acc:.1f} | {'yes' if met else '**no**'} | "
-                f"{min(len(within[key_g]), len(within[key_a]))} |"
+                f"{n} |"
             )
     lines += ["", f"Met on {sum(verdicts)} of {len(verdicts)} task/sparsity pairs."]
     return "\n".join(lines)
