@@ -6,7 +6,8 @@
 4. Fine-tune with the masks enforced after every optimizer step; evaluate on validation.
 5. Decide: a fixed schedule moves on; the adaptive controller accelerates, keeps, shrinks or
    rolls back to the state before the step. Checkpoint, report, repeat.
-6. Final fine-tuning at the accepted sparsity, with a cosine learning-rate decay.
+6. Final fine-tuning at the accepted sparsity, with a cosine learning-rate decay (an adaptive
+   run also spends there the epochs of its nominal steps x epochs_per_step it left unused).
 Every source of randomness is derived from (seed, epoch counter), so a run resumed from any
 checkpoint ends with the same weights as an uninterrupted one.
 
@@ -35,6 +36,7 @@ from core.finetune import cosine_lr
 from core.granularity import count_params
 from core.outcome import accepted_curve, missed_reason
 from core.planning import plan_layers
+from core.recovery import unspent_step_epochs
 from core.registries import SCHEDULES
 from core.report import PruneResult, StepCallback
 from core.run import DENSE_WEIGHTS, CheckpointCallback, PhaseCallback, Run
@@ -114,8 +116,12 @@ def final(run: Run) -> None:
     run.check()
     finetune = run.spec.finetune
     state = run.state
-    epochs = min(finetune.final_epochs, run.spec.budget.max_epochs - state.counters.finetune_epochs)
+    epochs = finetune.final_epochs
+    if SCHEDULES.info(run.spec.prune.schedule.kind)["adaptive"]:
+        epochs += unspent_step_epochs(run)
+    epochs = min(epochs, run.spec.budget.max_epochs - state.counters.finetune_epochs)
     loss = math.nan
+    trained = 0
     metric, val_loss = run.evaluate()
     if epochs > 0 and state.stop_reason != "max_runtime":
         # the final fine-tuning keeps the weights it started from if it ends worse on
@@ -126,7 +132,7 @@ def final(run: Run) -> None:
         loss = run.train(
             epochs, lr_at=lambda i: cosine_lr(base=finetune.lr, epoch=i, epochs=epochs)
         )
-        epochs = state.counters.finetune_epochs - before
+        trained = state.counters.finetune_epochs - before
         metric, val_loss = run.evaluate()
         if run.drop(metric) > run.drop(start_metric):
             run.load_snapshot(snapshot)
@@ -141,7 +147,7 @@ def final(run: Run) -> None:
         loss=val_loss if math.isnan(loss) else loss,
         decision="final",
         seconds=time.perf_counter() - start,
-        epochs=max(epochs, 0),
+        epochs=trained,  # what ran, not what was planned (none after max_runtime)
         phases={"finetuning": time.perf_counter() - start},
     )
     state.finished = True

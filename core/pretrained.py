@@ -10,6 +10,7 @@ The spec turns both on by default when `model.weights` is given (see `core.spec`
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 
 import torch
@@ -79,5 +80,28 @@ def warmup_lr(*, base: float, fraction: float) -> Callable[[int], Callable[[floa
         if epoch > 0:
             return lambda done: base
         return lambda done: base * (WARMUP_START + (1 - WARMUP_START) * min(1.0, done / fraction))
+
+    return at
+
+
+def step_lr(
+    *, base: float, warmup_fraction: float, decay_epochs: int
+) -> Callable[[int], Callable[[float], float]] | None:
+    """The learning rate of one pruning step's fine-tuning: warm-up, then an optional decay.
+
+    lr(e, t) = w(e, t) * c(e, t), with w the warm-up of `warmup_lr` (1 when `warmup_fraction`
+    is 0) and, when `decay_epochs` > 0, c(e, t) = (1 + cos(pi (e + t) / decay_epochs)) / 2 over
+    the step's epochs (the warm restarts of Loshchilov & Hutter 2017, SGDR, one per step). A
+    step that ends annealed is measured near its recovered metric rather than mid-way through
+    training at the base rate, which is what the adaptive controller judges. None when the step
+    trains at the constant base rate.
+    """
+    warmup = warmup_lr(base=base, fraction=warmup_fraction)
+    if decay_epochs <= 0:
+        return warmup
+
+    def at(epoch: int) -> Callable[[float], float]:
+        ramp = warmup(epoch) if warmup is not None else (lambda done: base)
+        return lambda done: ramp(done) * (1 + math.cos(math.pi * (epoch + done) / decay_epochs)) / 2
 
     return at

@@ -35,6 +35,23 @@ def epochs_for_steps(run: Run) -> int:
     return budget.max_epochs - reserve - run.state.counters.finetune_epochs
 
 
+def unspent_step_epochs(run: Run) -> int:
+    """Epochs of the nominal plan (`steps` x `epochs_per_step`, as a fixed schedule would
+    spend them) that the adaptive steps left unused, within the budget for steps.
+
+    A run that reaches its target early spends them in the final fine-tuning: at the same
+    epochs as a fixed schedule, the time a cubic schedule spends near the target is the
+    adaptive run's consolidation at it.
+    """
+    finetune, steps = run.spec.finetune, run.spec.prune.schedule.steps
+    nominal = min(steps * finetune.epochs_per_step, epochs_for_steps(run) + _used(run))
+    return max(0, nominal - _used(run))
+
+
+def _used(run: Run) -> int:
+    return run.state.counters.finetune_epochs
+
+
 def step_budget_spent(run: Run) -> StopReason | None:
     """ "max_epochs" when the adaptive steps' share of the budget cannot pay for another step."""
     needed = max(1, run.spec.finetune.epochs_per_step)

@@ -62,7 +62,8 @@ class ScheduleSpec(BaseModel):
     """How sparsity grows over the pruning steps.
 
     oneshot prunes to the target once; linear and cubic take `steps` steps; adaptive starts with
-    increments of target/steps and lets the controller resize them (at most 3 * steps steps).
+    the larger of `steps` equal density ratios and the cubic schedule's first step, and lets the
+    controller resize its increments (at most 3 * steps steps).
     """
 
     model_config = strict()

@@ -6,7 +6,7 @@ import math
 import time
 
 from core.errors import TrainingDiverged
-from core.pretrained import reestimate_batchnorm, warmup_lr
+from core.pretrained import reestimate_batchnorm, step_lr
 from core.recovery import judge, step_budget_spent
 from core.registries import SCHEDULES
 from core.report import Decision
@@ -73,8 +73,19 @@ def prune_step(run: Run) -> bool:
     run.phase("finetuning")
     mark = time.perf_counter()
     epochs_before = state.counters.finetune_epochs
-    warmup = warmup_lr(base=run.spec.finetune.lr, fraction=run.spec.finetune.warmup_fraction)
-    loss = run.train(run.spec.finetune.epochs_per_step, lr_at=warmup)
+    finetune = run.spec.finetune
+    # the controller judges the step on its metric: an adaptive step ends annealed, so that
+    # what it measures is the recovered metric, not the noise of training at the base rate
+    lr_at = step_lr(
+        base=finetune.lr,
+        warmup_fraction=finetune.warmup_fraction,
+        decay_epochs=finetune.epochs_per_step if adaptive else 0,
+    )
+    loss = run.train(finetune.epochs_per_step, lr_at=lr_at)
+    if adaptive:
+        assert run.optimizer is not None
+        for group in run.optimizer.param_groups:  # the next cut starts again from the base rate
+            group["lr"] = finetune.lr
     phases["finetuning"] = time.perf_counter() - mark
     mark = time.perf_counter()
     metric, val_loss = run.evaluate()

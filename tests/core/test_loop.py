@@ -181,6 +181,8 @@ def test_runtime_budget_stops_the_run_and_says_so():
     )
     result = prune(_model(), _task(), spec).result
     assert result.stop_reason == "max_runtime"
+    # the final fine-tuning did not run, and its report says so
+    assert result.steps[-1].decision == "final" and result.steps[-1].epochs == 0
 
 
 class _LogScaled(nn.Module):
@@ -322,3 +324,23 @@ def test_adaptive_run_that_closes_in_below_the_target_says_no_headroom():
     result = prune(_model(), _task(), spec).result
     assert result.stop_reason == "no_headroom"
     assert result.best_sparsity_within_tolerance < 0.98
+
+
+def test_an_adaptive_run_at_its_target_early_spends_the_unused_step_epochs_at_the_target():
+    # a fixed schedule would spend steps x epochs_per_step before its final fine-tuning; the
+    # adaptive run that gets there sooner consolidates at the target for the rest
+    spec = _spec(
+        criterion="magnitude",
+        target_sparsity=0.3,
+        max_metric_drop=1.0,
+        schedule={"kind": "adaptive", "steps": 8},
+    )
+    result = prune(_model(), _task(), spec).result
+    steps = [r for r in result.steps if r.decision not in ("baseline", "final")]
+    final = result.steps[-1]
+    assert result.stop_reason == "target_reached"
+    used = sum(r.epochs for r in steps)
+    assert used < 8
+    assert final.decision == "final"
+    assert final.epochs == spec.finetune.final_epochs + 8 - used
+    assert result.epochs == spec.finetune.final_epochs + 8

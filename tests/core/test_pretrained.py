@@ -11,7 +11,7 @@ from torch import nn
 from core.data import builtin_task
 from core.finetune import epoch_generator, evaluate, to_tensors, train_epoch
 from core.loop import prune
-from core.pretrained import WARMUP_START, reestimate_batchnorm, warmup_lr
+from core.pretrained import WARMUP_START, reestimate_batchnorm, step_lr, warmup_lr
 from core.spec import PRETRAINED_FINETUNE_DEFAULTS, FinetuneSpec, JobSpec, ModelRef
 
 CPU = torch.device("cpu")
@@ -71,6 +71,19 @@ def test_warmup_rises_linearly_over_its_fraction_of_the_first_epoch() -> None:
     assert first(0.2) == pytest.approx(1e-3)
     assert first(0.9) == pytest.approx(1e-3)
     assert schedule(1)(0.0) == 1e-3
+
+
+def test_an_annealed_step_warms_up_then_decays_to_zero_over_its_epochs() -> None:
+    assert step_lr(base=1e-3, warmup_fraction=0.0, decay_epochs=0) is None
+    constant = step_lr(base=1e-3, warmup_fraction=0.2, decay_epochs=0)
+    assert constant is not None and constant(1)(0.5) == 1e-3  # the warm-up alone
+    schedule = step_lr(base=1e-3, warmup_fraction=0.2, decay_epochs=2)
+    assert schedule is not None
+    assert schedule(0)(0.0) == pytest.approx(1e-3 * WARMUP_START)
+    assert schedule(1)(0.0) == pytest.approx(1e-3 / 2)  # half-way through the cosine
+    assert schedule(1)(1.0) == pytest.approx(0.0, abs=1e-12)  # measured once annealed
+    plain = step_lr(base=1e-3, warmup_fraction=0.0, decay_epochs=1)
+    assert plain is not None and plain(0)(0.0) == pytest.approx(1e-3)
 
 
 def _bn_cnn() -> nn.Module:
