@@ -1,0 +1,107 @@
+"""bench/llm_render.py: every target's verdict follows the figures it is given."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.llm_render import lm_reading, lm_targets, minilm_reading, minilm_targets
+
+
+def lm_figures(dense: float, perplexities: dict[tuple[str, float, str, str], float]) -> dict:
+    rows = [
+        {"method": m, "target": t, "granularity": g, "allocation": a, "perplexity": p}
+        for (m, t, g, a), p in perplexities.items()
+    ]
+    return {"dense": dense, "rows": rows}
+
+
+def published_like(**changes: float) -> dict[tuple[str, float, str, str], float]:
+    figures = {
+        ("magnitude", 0.5, "unstructured", "uniform"): 30.0,
+        ("wanda", 0.5, "unstructured", "uniform"): 14.0,
+        ("sparsegpt", 0.5, "unstructured", "uniform"): 13.0,
+        ("magnitude", 0.5, "2:4", "uniform"): 90.0,
+        ("wanda", 0.5, "2:4", "uniform"): 25.0,
+        ("sparsegpt", 0.5, "2:4", "uniform"): 20.0,
+        ("wanda", 0.7, "unstructured", "uniform"): 200.0,
+        ("wanda", 0.7, "unstructured", "owl"): 80.0,
+        ("sparsegpt", 0.7, "unstructured", "uniform"): 60.0,
+        ("sparsegpt", 0.7, "unstructured", "owl"): 50.0,
+    }
+    for key, value in changes.items():
+        method, granularity = key.split("_", 1)
+        figures[(method, 0.5, granularity, "uniform")] = value
+    return figures
+
+
+def test_the_published_ordering_meets_every_causal_lm_target() -> None:
+    lines = lm_targets(lm_figures(10.0, published_like()))
+    assert len(lines) == 6
+    assert all("**met**" in line for line in lines), lines
+
+
+def test_sparsegpt_over_one_and_a_half_times_dense_is_not_met() -> None:
+    lines = lm_targets(lm_figures(10.0, published_like(sparsegpt_unstructured=15.5)))
+    assert "**not met**" in lines[0]
+    assert all("**met**" in line for line in lines[1:]), lines
+
+
+def test_wanda_above_magnitude_is_not_met() -> None:
+    lines = lm_targets(lm_figures(10.0, published_like(wanda_unstructured=31.0)))
+    assert "**not met**" in lines[2]
+    assert "**met**" in lines[0] and "**met**" in lines[1]
+
+
+def minilm_figures(dense: float, accuracies: dict[tuple[str, str], float]) -> dict[str, Any]:
+    rows = [{"method": m, "granularity": g, "accuracy": a} for (m, g), a in accuracies.items()]
+    return {"dense": dense, "rows": rows}
+
+
+def test_minilm_drops_are_compared_in_points_against_their_own_allowance() -> None:
+    lines = minilm_targets(
+        minilm_figures(
+            0.95,
+            {
+                ("wanda", "unstructured"): 0.915,  # 3.5 points: over the 3 allowed
+                ("sparsegpt", "unstructured"): 0.93,
+                ("wanda", "2:4"): 0.90,  # 5 points: within the 6 allowed for 2:4
+                ("sparsegpt", "2:4"): 0.88,  # 7 points
+            },
+        )
+    )
+    assert ["**not met**" in line for line in lines] == [True, False, False, True]
+
+
+def test_the_reading_appears_only_when_magnitude_barely_hurts_and_states_what_holds() -> None:
+    robust = published_like(
+        magnitude_unstructured=10.2, wanda_unstructured=10.3, sparsegpt_unstructured=10.1
+    )
+    robust[("magnitude", 0.7, "unstructured", "uniform")] = 11.0
+    robust[("sparsegpt", 0.7, "unstructured", "uniform")] = 10.9
+    robust[("sparsegpt", 0.7, "unstructured", "owl")] = 10.8
+    reading = lm_reading({**lm_figures(10.0, robust), "blocks_zeroed": 5000.0})
+    assert len(reading) == 1 and "2.0 %" in reading[0] and "5000" in reading[0]
+    assert "closest to dense in every setting" in reading[0]
+    assert "helps Wanda and SparseGPT" in reading[0]
+    fragile = published_like()
+    fragile[("magnitude", 0.7, "unstructured", "uniform")] = 300.0
+    assert lm_reading({**lm_figures(10.0, fragile), "blocks_zeroed": 5000.0}) == []
+
+
+def test_the_minilm_reading_names_each_miss_and_what_sparsegpt_loses_there() -> None:
+    figures = minilm_figures(
+        0.91,
+        {
+            ("wanda", "unstructured"): 0.90,
+            ("sparsegpt", "unstructured"): 0.91,
+            ("wanda", "2:4"): 0.82,
+            ("sparsegpt", "2:4"): 0.905,
+        },
+    )
+    (reading,) = minilm_reading(figures)
+    assert "Wanda 2:4 loses 9.0 points" in reading and "loses 0.5 points" in reading
+    assert "Wanda 50 %" not in reading
+    met = minilm_figures(
+        0.91, {(m, g): 0.90 for m in ("wanda", "sparsegpt") for g in ("unstructured", "2:4")}
+    )
+    assert minilm_reading(met) == []
