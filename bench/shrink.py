@@ -46,8 +46,8 @@ LM_JOBS: list[tuple[str, str, float, bool]] = [
     ("depth-25", "depth", 0.25, False),
     ("depth-25-distill", "depth", 0.25, True),
 ]
-MINILM_SPLITS = {"train": 96, "val": 48, "test": 96}
-MINILM_EPOCHS = 1
+MINILM_TRAIN = 192
+MINILM_EPOCHS = 2
 MINILM_LENGTH = 64
 
 
@@ -100,6 +100,7 @@ def _lm_spec(
             "prune": {
                 "granularity": granularity,
                 "target_sparsity": target,
+                # perplexity's drop is relative: 1.0 is the target's "at most 2x dense"
                 "max_metric_drop": 1.0,
                 "calibration_samples": 32,
             },
@@ -169,13 +170,14 @@ def run_minilm() -> None:
     articles = bbc_articles()
     with tempfile.TemporaryDirectory(prefix="shrink-bench-") as tmp:
         root = Path(tmp)
-        step = max(1, len(articles.train) // MINILM_SPLITS["train"])
+        # the corpus is ordered by topic: strided picks keep every topic in every split
+        step = max(1, len(articles.train) // MINILM_TRAIN)
         train = list(zip(articles.train, articles.train_labels, strict=True))[::step]
         held = list(zip(articles.held, articles.held_labels, strict=True))
         parts = {
-            "train": train[: MINILM_SPLITS["train"]],
-            "val": held[: MINILM_SPLITS["val"]],
-            "test": held[MINILM_SPLITS["val"] : MINILM_SPLITS["val"] + MINILM_SPLITS["test"]],
+            "train": train[:MINILM_TRAIN],
+            "val": held[1::4],
+            "test": held[0::2],
         }
         data = {
             split: _write_jsonl(
@@ -191,7 +193,10 @@ def run_minilm() -> None:
                 "prune": {
                     "granularity": "width",
                     "target_sparsity": 0.3,
-                    "max_metric_drop": 0.5,
+                    # half of MiniLM's parameters are the word embeddings: 30 % of the whole
+                    # model is only reachable with the hidden size shrinking too
+                    "hidden": True,
+                    "max_metric_drop": 0.05,
                     "calibration_samples": 32,
                 },
                 "finetune": {
@@ -215,23 +220,23 @@ def _load(name: str) -> dict[str, Any] | None:
 
 def _latency(manifest: dict[str, Any]) -> tuple[str, float | None, tuple[float, float] | None]:
     """(text, speedup, interval) of the manifest's first latency batch."""
-    batches = manifest.get("latency", {}).get("batches") or []
-    if not batches:
+    batch = _first_batch(manifest)
+    if batch is None:
         return "not measured", None, None
-    batch = batches[0]
     speedup = batch.get("speedup")
     interval = batch.get("speedup_interval")
-    low_high = None
-    if isinstance(interval, dict):
-        low_high = (float(interval["low"]), float(interval["high"]))
-    elif isinstance(interval, list | tuple) and len(interval) == 2:
-        low_high = (float(interval[0]), float(interval[1]))
+    low_high = (float(interval[0]), float(interval[1])) if interval else None
     dense = (batch.get("dense") or {}).get("median_s")
     pruned = (batch.get("pruned") or {}).get("median_s")
     times = f"{dense * 1e3:.1f} / {pruned * 1e3:.1f} ms, " if dense and pruned else ""
     shown = f"[{low_high[0]:.2f}, {low_high[1]:.2f}]" if low_high else "no interval"
     text = f"{times}{speedup:.2f}x {shown} {batch.get('verdict')}" if speedup else "n/a"
     return text, speedup, low_high
+
+
+def _first_batch(manifest: dict[str, Any]) -> dict[str, Any] | None:
+    batches = manifest.get("latency", {}).get("batches") or []
+    return batches[0] if batches else None
 
 
 def _verdict(met: bool | None) -> str:
@@ -288,7 +293,17 @@ def _lm_targets(found: dict[str, Any]) -> list[str]:
     params = sparsity["params_pruned"] / sparsity["params_dense"]
     ppl = manifest["metrics"]["pruned"]["test"] / manifest["metrics"]["dense"]["test"]
     _, speedup, interval = _latency(manifest)
-    fast = None if speedup is None else bool(speedup >= 1.15 and interval and interval[0] > 1.0)
+    figures_pass = bool(speedup and speedup >= 1.15 and interval and interval[0] > 1.0)
+    verdict = (_first_batch(manifest) or {}).get("verdict")
+    # the manifest trusts the interval only when the same-model control stayed in its band
+    fast = None if speedup is None else figures_pass and verdict == "faster"
+    if figures_pass and verdict != "faster":
+        judged = (
+            f"the ratio and interval pass but the manifest's verdict is {verdict} (the "
+            "same-model control left its band), so **not confirmed**"
+        )
+    else:
+        judged = _verdict(fast)
     return [
         f"- Causal LM width 30 % + distillation, parameters <= 0.75x: {params:.3f}x, "
         f"{_verdict(params <= 0.75)}.",
@@ -296,8 +311,43 @@ def _lm_targets(found: dict[str, Any]) -> list[str]:
         f"- forward (8 x 128) >= 1.15x faster with the interval above 1: "
         f"{'not measured' if speedup is None else f'{speedup:.2f}x'}"
         f"{f', interval [{interval[0]:.2f}, {interval[1]:.2f}]' if interval else ''}, "
-        f"{_verdict(fast)}.",
+        f"{judged}.",
     ]
+
+
+def _lm_reading(found: dict[str, Any]) -> list[str]:
+    """Distillation against the task loss per granularity, and why a latency verdict is what
+    it is (the same-model control tells how noisy the machine was)."""
+    lines = []
+    for granularity in ("width-30", "depth-25"):
+        plain, distilled = found.get(granularity), found.get(f"{granularity}-distill")
+        if plain and distilled:
+            a = distilled["metrics"]["pruned"]["test"]
+            b = plain["metrics"]["pruned"]["test"]
+            lines.append(
+                f"- {granularity}: test perplexity {a:.1f} with distillation against {b:.1f} "
+                "with the task loss alone, same epochs."
+            )
+    for name, manifest in found.items():
+        missed = (manifest.get("result") or {}).get("target_missed_reason")
+        if missed:
+            lines.append(f"- {name}: target missed, as the manifest says: {missed}.")
+    for name, manifest in found.items():
+        batches = manifest.get("latency", {}).get("batches") or []
+        if not batches or batches[0].get("verdict") != "inconclusive":
+            continue
+        batch = batches[0]
+        control, interval = batch.get("control_ratio"), batch.get("control_interval")
+        if control is not None and interval:
+            lines.append(
+                f"- {name}: latency inconclusive: the same-model control measured "
+                f"{control:.2f}x [{interval[0]:.2f}, {interval[1]:.2f}], outside 0.95-1.05 or "
+                "the ratio's interval straddles a band edge: the shared machine's noise is "
+                "larger than what the interval can separate."
+            )
+        else:
+            lines.append(f"- {name}: latency inconclusive: too few rounds in the time given.")
+    return lines
 
 
 def _minilm_part(manifest: dict[str, Any] | None) -> list[str]:
@@ -345,6 +395,16 @@ def render() -> None:
         "Targets:",
         "",
         *_lm_targets(found),
+        "",
+        "Reading:",
+        "",
+        *_lm_reading(found),
+        "",
+        "MiniLM: the BBC News classifier of the LLM section (all-MiniLM-L6-v2 fine-tuned), "
+        "width 30 % with the hidden size shrinking too (half its parameters are word "
+        f"embeddings), {MINILM_TRAIN} training articles picked with a stride, validation every "
+        f"fourth and test every second held-out article, {MINILM_LENGTH} tokens, "
+        f"{MINILM_EPOCHS} epochs of distillation at lr 1e-4, batch 16.",
         "",
         *_minilm_part(_load("minilm-width-30-distill")),
         "",
