@@ -373,8 +373,22 @@ def _minilm_part(manifest: dict[str, Any] | None) -> list[str]:
     ]
 
 
+def _runs(found: dict[str, Any]) -> list[str]:
+    """When each kept job ran and the load then (the section may be rendered later)."""
+    lines = []
+    for name, manifest in found.items():
+        load = manifest["bench"]["load_average"]
+        lines.append(
+            f"`{name}` {manifest['created_at'][:16].replace('T', ' ')} UTC, load "
+            f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}"
+        )
+    return ["Jobs ran (artifact time, load average after the job): " + "; ".join(lines) + "."]
+
+
 def render() -> None:
     rows, found = _lm_rows()
+    minilm = _load("minilm-width-30-distill")
+    ran = {**found, **({"minilm-width-30-distill": minilm} if minilm else {})}
     load = os.getloadavg()
     body = [
         "## Width and depth pruning through run_job (bench/shrink.py)",
@@ -406,7 +420,13 @@ def render() -> None:
         f"fourth and test every second held-out article, {MINILM_LENGTH} tokens, "
         f"{MINILM_EPOCHS} epochs of distillation at lr 1e-4, batch 16.",
         "",
-        *_minilm_part(_load("minilm-width-30-distill")),
+        *_minilm_part(minilm),
+        "",
+        *(_runs(ran) if ran else []),
+        "",
+        "The LM jobs ran with `python bench/shrink.py --part lm` (`--jobs NAME` reruns one), "
+        "MiniLM with `--part minilm`; each job's manifest is kept under "
+        "bench/.cache/shrink-results/ and `--render` redraws this section from them.",
         "",
         f"Load average when rendered: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
         "(2 cores shared with other work: latency ratios are measured interleaved in one run).",
