@@ -38,6 +38,8 @@ T = TypeVar("T")
 
 
 def _once(what: str, call: Callable[..., T], *args: Any, reading: bool) -> T:
+    # A listing is never `reading`: a missing prefix lists as empty, so a FileNotFoundError
+    # from one means the storage vanished under the walk.
     try:
         return call(*args)
     except FileNotFoundError:
@@ -117,9 +119,7 @@ class CheckpointMirror:
         )
 
     def _download_oneshot(self, dest: Path) -> int:
-        keys = storage_call(
-            "list checkpoint", self.storage.list, f"{self.prefix}{ONESHOT_DIR}/", reading=True
-        )
+        keys = storage_call("list checkpoint", self.storage.list, f"{self.prefix}{ONESHOT_DIR}/")
         try:
             for key in keys:
                 relative = key[len(self.prefix) :]
@@ -138,7 +138,7 @@ class CheckpointMirror:
         return done
 
     def _prune_old(self) -> None:
-        keys = storage_call("list checkpoints", self.storage.list, self.prefix, reading=True)
+        keys = storage_call("list checkpoints", self.storage.list, self.prefix)
         names = sorted({k[len(self.prefix) :].split("/", 1)[0] for k in keys})
         steps = [n for n in names if _STEP_DIR.match(n)]
         for old in steps[:-KEEP]:
@@ -168,9 +168,7 @@ class CheckpointMirror:
             return self._download_oneshot(dest)
         if not _STEP_DIR.match(name):
             raise StorageUnavailable(f"checkpoint pointer {self.prefix}{LATEST} holds {name!r}")
-        keys = storage_call(
-            "list checkpoint", self.storage.list, f"{self.prefix}{name}/", reading=True
-        )
+        keys = storage_call("list checkpoint", self.storage.list, f"{self.prefix}{name}/")
         try:
             for key in [*keys, self.prefix + DENSE]:
                 relative = key[len(self.prefix) :]
