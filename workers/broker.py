@@ -73,8 +73,9 @@ class BrokerView:
             socket_connect_timeout=SOCKET_TIMEOUT_S,
         )
 
-    def job_ids(self, queues: Iterable[str]) -> set[str]:
-        """Job ids waiting in `queues` or delivered and not yet acknowledged (any queue).
+    def job_ids(self, queues: Iterable[str], *, unacked: bool = True) -> set[str]:
+        """Job ids waiting in `queues` or, with `unacked`, delivered and not yet acknowledged
+        (any queue).
 
         Raises:
             redis.ConnectionError, redis.TimeoutError: the broker did not answer.
@@ -84,13 +85,15 @@ class BrokerView:
         for queue in sorted(set(queues)):
             for key in queue_keys(queue):
                 pipe.lrange(key, 0, -1)
-        pipe.hvals(UNACKED)
-        *lists, unacked = pipe.execute()
+        if unacked:
+            pipe.hvals(UNACKED)
+        replies = pipe.execute()
+        lists, delivered = (replies[:-1], replies[-1]) if unacked else (replies, [])
         for raw in (item for items in lists for item in items):
             job_id = job_id_of(_loads(raw))
             if job_id is not None:
                 found.add(job_id)
-        for raw in unacked:
+        for raw in delivered:
             entry = _loads(raw)
             job_id = job_id_of(entry[0]) if isinstance(entry, list) and entry else None
             if job_id is not None:

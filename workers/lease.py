@@ -147,7 +147,13 @@ class Reaper:
         if not queued:
             self._missing = set()
             return []
-        present = self.broker.job_ids({queue for _, queue in queued})
+        # Only waiting messages count. A queued job's message that sits in `unacked` across two
+        # sweeps was delivered to a worker that never claimed the job: one killed outright (its
+        # delivery comes back only after the visibility timeout, an hour) or one whose re-send
+        # failed while the broker was down. Each worker holds one message at a time (prefetch 1,
+        # late acks), so a live worker holding it would have claimed the job by now; a duplicate
+        # message is harmless, since only one claim of a job can win.
+        present = self.broker.job_ids({queue for _, queue in queued}, unacked=False)
         missing = {job_id for job_id, _ in queued if job_id not in present}
         resent: list[str] = []
         for job_id, queue in queued:
