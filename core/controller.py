@@ -10,11 +10,12 @@ be tested without a model. Three ideas keep it from stopping short of what the t
   and is measured again before it is rolled back: one epoch after a cut is not the recovered
   metric.
 - Tolerance is counted in whole examples of the validation split, and the split's binomial
-  standard error sqrt(p (1 - p) / n) decides how much recovery a miss deserves and whether a
-  miss that recovery did not close is kept (within one standard error; two on the last step)
-  for the final fine-tuning to win back; the result judges the final metric strictly. A
-  rolled-back sparsity (the ceiling) is tried again once the model has recovered below it: the
-  ceiling is provisional.
+  standard error sqrt(p (1 - p) / n) decides how much recovery a miss deserves. A miss that
+  recovery did not close is rolled back: every accepted step is within tolerance, so the last
+  one is always a model the job can return. A rolled-back sparsity (the ceiling) is tried again
+  once the model has recovered below it: the ceiling is provisional. (A run that stops short
+  of its target tries the target once more with the final fine-tuning's epochs: see
+  `core.loop.push_target`.)
 """
 
 from __future__ import annotations
@@ -114,10 +115,8 @@ class AdaptiveController:
     - D > A: if recovery rounds are left, recover (fine-tune more at the same masks and
       measure again); a miss within two standard errors of the tolerance gets
       `recovery_rounds` rounds, a larger one a single round, and a round that wins back no
-      example ends the recovery. A miss still within one standard error after recovery (two on
-      the last step the budget allows) is kept as "shrink": the final fine-tuning recovers it,
-      and the result judges the final metric strictly. Otherwise roll back to the last good
-      sparsity, halve the increment and make this sparsity the ceiling.
+      example ends the recovery. A miss that recovery did not close rolls back to the last good
+      sparsity, halves the increment and makes this sparsity the ceiling.
     - h >= accelerate_above: increment *= grow; h < shrink_below: increment *= shrink; else keep.
     Proposals stop short of the ceiling (the midpoint between the current sparsity and it) until
     a step is accepted with headroom >= shrink_below: then the ceiling itself is tried again,
@@ -253,15 +252,6 @@ class AdaptiveController:
                     state, recovery_round=state.recovery_round + 1, recovery_drop=drop
                 )
                 return ControllerDecision("recover", sparsity, recovering, False)
-            last = steps_left == 0 and not can_recover
-            if excess <= noise + _EPS or (last and excess <= 2 * noise + _EPS):
-                # within the split's noise of the tolerance after recovery (two standard errors
-                # on the last step): kept with a smaller increment; the final fine-tuning
-                # recovers further and the result judges the final metric strictly
-                kept = self._accept(
-                    state, sparsity=sparsity, drop=drop, headroom=-1.0, steps_left=steps_left
-                )
-                return replace(kept, done=kept.done or last)
             return self._rollback(state, sparsity)
         return self._accept(
             state,

@@ -7,7 +7,8 @@
 5. Decide: a fixed schedule moves on; the adaptive controller accelerates, keeps, shrinks or
    rolls back to the state before the step. Checkpoint, report, repeat.
 6. Final fine-tuning at the accepted sparsity, with a cosine learning-rate decay (an adaptive
-   run also spends there the epochs of its nominal steps x epochs_per_step it left unused).
+   run also spends there the epochs of its nominal steps x epochs_per_step it left unused; one
+   that stopped short of its target cuts to it first and keeps that only within tolerance).
 Every source of randomness is derived from (seed, epoch counter), so a run resumed from any
 checkpoint ends with the same weights as an uninterrupted one.
 
@@ -38,10 +39,10 @@ from core.outcome import accepted_curve, missed_reason
 from core.planning import plan_layers
 from core.recovery import unspent_step_epochs
 from core.registries import SCHEDULES
-from core.report import PruneResult, StepCallback
+from core.report import PruneResult, StepCallback, StepReport
 from core.run import DENSE_WEIGHTS, CheckpointCallback, PhaseCallback, Run
 from core.spec import JobSpec
-from core.step import prune_step
+from core.step import cut, prune_step
 
 __all__ = ["CheckpointCallback", "PhaseCallback", "PruneOutcome", "prune"]
 
@@ -109,8 +110,41 @@ def baseline(run: Run, *, pretrain: bool) -> None:
     run.checkpoint()
 
 
+def push_target(run: Run) -> float | None:
+    """The sparsity an adaptive run stopped short of its target tries in its final fine-tuning.
+
+    The controller judges each step after a few epochs; the final fine-tuning has many more,
+    which is how a fixed schedule ends within tolerance at sparsities where an adaptive step
+    was rolled back. So a run that stopped below a number target (no headroom, its step limit
+    or its step budget) cuts to the target once more and fine-tunes there; if that ends past
+    the tolerance, it falls back to the last accepted model, which was within it. None when
+    there is nothing to push to: a fixed schedule, a `max` search (its target is only a bound),
+    a run at its target, or one out of time.
+    """
+    state = run.state
+    prune_spec = run.spec.prune
+    if not SCHEDULES.info(prune_spec.schedule.kind)["adaptive"] or prune_spec.search_max:
+        return None
+    if state.stop_reason not in ("no_headroom", "step_limit", "max_epochs"):
+        return None
+    if _accepted_target(state.reports) >= state.target - 1e-9:
+        return None
+    return state.target
+
+
+def _accepted_target(reports: list[StepReport]) -> float:
+    """The sparsity the last accepted step asked for (0 before any)."""
+    accepted = [r for r in reports if r.decision not in ("rollback", "final")]
+    return accepted[-1].target_sparsity if accepted else 0.0
+
+
 def final(run: Run) -> None:
-    """Fine-tune at the accepted sparsity with a cosine decay, report and checkpoint."""
+    """Fine-tune at the accepted sparsity with a cosine decay, report and checkpoint.
+
+    An adaptive run that stopped short of its target first cuts to it (`push_target`) and
+    keeps the result only when it ends within tolerance: a failed push is reported as a
+    rolled-back step and the model returns to the last accepted one.
+    """
     start = time.perf_counter()
     run.phase("finetuning")
     run.check()
@@ -122,11 +156,18 @@ def final(run: Run) -> None:
     epochs = min(epochs, run.spec.budget.max_epochs - state.counters.finetune_epochs)
     loss = math.nan
     trained = 0
+    target = _accepted_target(state.reports)
+    phases: dict[str, float] = {}
     metric, val_loss = run.evaluate()
     if epochs > 0 and state.stop_reason != "max_runtime":
         # the final fine-tuning keeps the weights it started from if it ends worse on
         # validation: it is there to recover, and must not cost the accepted step's metric
         start_metric, start_loss, snapshot = metric, val_loss, run.snapshot()
+        push = push_target(run)
+        if push is not None:
+            phases.update(cut(run, push))
+            run.phase("finetuning")
+            run.check()
         run.optimizer = run.new_optimizer(finetune.lr)
         before = state.counters.finetune_epochs
         loss = run.train(
@@ -134,21 +175,38 @@ def final(run: Run) -> None:
         )
         trained = state.counters.finetune_epochs - before
         metric, val_loss = run.evaluate()
-        if run.drop(metric) > run.drop(start_metric):
+        diverged = not math.isfinite(val_loss)
+        if push is not None and run.within(metric) and not diverged:
+            target = push
+            state.stop_reason = "target_reached"
+        elif push is not None:
+            state.counters.step += 1
+            phases["finetuning"] = time.perf_counter() - start
+            run.report(
+                target=push,
+                metric=metric,
+                loss=loss,
+                decision="rollback",
+                seconds=time.perf_counter() - start,
+                epochs=trained,
+                phases=phases,
+            )
+            start, phases, trained = time.perf_counter(), {}, 0
+            run.load_snapshot(snapshot)
+            metric, val_loss, loss = start_metric, start_loss, math.nan
+        elif diverged or run.drop(metric) > run.drop(start_metric):
             run.load_snapshot(snapshot)
             metric, val_loss, loss = start_metric, start_loss, math.nan
     state.counters.step += 1
-    # the model is at the last accepted step's sparsity; rolled-back targets do not count
-    accepted = [r for r in state.reports if r.decision not in ("rollback", "final")]
-    target = accepted[-1].target_sparsity if accepted else 0.0
+    phases["finetuning"] = time.perf_counter() - start
     run.report(
-        target=target,
+        target=target,  # the last accepted step's sparsity, or the target a push reached
         metric=metric,
         loss=val_loss if math.isnan(loss) else loss,
         decision="final",
         seconds=time.perf_counter() - start,
         epochs=trained,  # what ran, not what was planned (none after max_runtime)
-        phases={"finetuning": time.perf_counter() - start},
+        phases=phases,
     )
     state.finished = True
     run.checkpoint()

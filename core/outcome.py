@@ -53,6 +53,8 @@ def missed_reason(
         )
     accepted = [r for r in reports if r.decision in _ACCEPTED and r.decision != "baseline"]
     asked = accepted[-1].target_sparsity if accepted else 0.0
+    if last.decision == "final":  # the final row states the sparsity it fine-tuned at
+        asked = last.target_sparsity
     if spec.prune.search_max:
         if stop_reason in ("no_headroom", "target_reached"):
             return None

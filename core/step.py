@@ -29,6 +29,33 @@ def target_for(run: Run, step: int) -> float:
     return fixed_schedule(schedule.kind, final=run.state.target, steps=schedule.steps)(step)
 
 
+def cut(run: Run, target: float) -> dict[str, float]:
+    """Score the model with the job's criterion and sparsify it to `target`; return the
+    seconds of the scoring and masking phases."""
+    start = time.perf_counter()
+    run.phase("scoring")
+    run.check()
+    scores = run.importance()(run.scoring_context())
+    phases = {"scoring": time.perf_counter() - start}
+    mark = time.perf_counter()
+    run.masks = run.granularity.sparsify(
+        run.model,
+        scores=scores,
+        target=target,
+        spec=run.spec.prune,
+        masks=run.masks,
+        plan=run.state.plan,
+        example_inputs=run.example,
+    )
+    del scores
+    if run.granularity.changes_shapes:
+        run.optimizer = run.new_optimizer(run.spec.finetune.lr)
+    if run.spec.finetune.bn_recalibration:  # the cut shifted the activations BN normalises
+        reestimate_batchnorm(run.model, (xb for xb, _ in run.scoring_context().batches))
+    phases["masking"] = time.perf_counter() - mark
+    return phases
+
+
 def prune_step(run: Run) -> bool:
     """Take one step; return False when the pruning phase is over."""
     prune_spec = run.spec.prune
@@ -48,27 +75,7 @@ def prune_step(run: Run) -> bool:
     start = time.perf_counter()
     snapshot = run.snapshot() if adaptive else None
 
-    run.phase("scoring")
-    run.check()
-    scores = run.importance()(run.scoring_context())
-    phases["scoring"] = time.perf_counter() - start
-    mark = time.perf_counter()
-    run.masks = run.granularity.sparsify(
-        run.model,
-        scores=scores,
-        target=target,
-        spec=prune_spec,
-        masks=run.masks,
-        plan=state.plan,
-        example_inputs=run.example,
-    )
-    del scores
-    if run.granularity.changes_shapes:
-        run.optimizer = run.new_optimizer(run.spec.finetune.lr)
-    if run.spec.finetune.bn_recalibration:  # the cut shifted the activations BN normalises
-        reestimate_batchnorm(run.model, (xb for xb, _ in run.scoring_context().batches))
-    phases["masking"] = time.perf_counter() - mark
-
+    phases.update(cut(run, target))
     run.check()
     run.phase("finetuning")
     mark = time.perf_counter()

@@ -298,6 +298,55 @@ def test_final_row_states_the_accepted_target_when_every_step_rolled_back():
     assert rolled and result.best_sparsity_within_tolerance < min(rolled)
 
 
+def test_a_run_stopped_short_pushes_to_its_target_and_keeps_it_when_within_tolerance():
+    # the step budget (2 epochs, 1 kept for the final fine-tuning) pays for one step of the
+    # eight nominal ones: the run stops on max_epochs at the cubic first step (0.1) and the
+    # final fine-tuning cuts to the target
+    spec = _spec(
+        criterion="magnitude",
+        target_sparsity=0.5,
+        max_metric_drop=1.0,
+        schedule={"kind": "adaptive", "steps": 8},
+    )
+    spec = spec.model_copy(
+        update={
+            "finetune": spec.finetune.model_copy(update={"epochs_per_step": 1}),
+            "budget": spec.budget.model_copy(update={"max_epochs": 2}),
+        }
+    )
+    result = prune(_model(), _task(), spec).result
+    steps = [r for r in result.steps if r.decision not in ("baseline", "final")]
+    final = result.steps[-1]
+    assert steps and all(r.target_sparsity < 0.5 for r in steps)
+    assert final.decision == "final" and final.target_sparsity == pytest.approx(0.5)
+    assert final.sparsity == pytest.approx(0.5, abs=0.01)
+    assert result.sparsity == pytest.approx(0.5, abs=0.01)
+    assert result.stop_reason == "target_reached" and result.target_reached
+    assert result.target_missed_reason is None
+
+
+def test_a_failed_push_is_a_rolled_back_step_and_the_run_returns_its_last_accepted_model():
+    spec = _spec(
+        criterion="magnitude",
+        target_sparsity=0.98,
+        max_metric_drop=0.0,
+        min_layer_density=0.0,
+        schedule={"kind": "adaptive", "steps": 2},
+    )
+    result = prune(_model(), _task(), spec).result
+    push, final = result.steps[-2], result.steps[-1]
+    accepted = [r for r in result.steps if r.decision not in ("rollback", "final")]
+    assert push.decision == "rollback" and push.target_sparsity == pytest.approx(0.98)
+    assert push.sparsity == pytest.approx(0.98, abs=0.01)
+    assert push.epochs > 0  # the push spent the final fine-tuning's epochs
+    assert final.decision == "final" and final.epochs == 0
+    assert final.target_sparsity == accepted[-1].target_sparsity
+    assert final.sparsity == pytest.approx(accepted[-1].sparsity)
+    assert final.metric == accepted[-1].metric  # the last accepted model, as it was
+    assert result.within_tolerance and not result.target_reached
+    assert "at 0.98 cost" in result.target_missed_reason
+
+
 def test_adaptive_schedule_stops_once_the_requested_target_is_accepted():
     # 0.61 of the 720 weights is not a whole count: the measured sparsity falls just short
     spec = _spec(
