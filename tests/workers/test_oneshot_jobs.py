@@ -1,5 +1,6 @@
-"""One-shot LLM jobs through the service, with real processes: the API and a worker on
-PostgreSQL and Redis; a worker SIGKILLed after block k, whose successor resumes at block k + 1."""
+"""One-shot LLM jobs and a width job through the service, with real processes: the API and a
+worker on PostgreSQL and Redis; a worker SIGKILLed after block k, whose successor resumes at
+block k + 1."""
 
 from __future__ import annotations
 
@@ -12,7 +13,15 @@ import pytest
 
 from service.client import AdapruneClient, ChecksumMismatch
 from service.storage import artifact_key, job_prefix
-from tests.core.hf_assets import fresh_metric, pattern_rows, sentiment_rows, tiny_bert, tiny_llama
+from tests.core.hf_assets import (
+    build_tokenizer,
+    fresh_metric,
+    pattern_rows,
+    sentiment_rows,
+    tiny_bert,
+    tiny_llama,
+)
+from tests.core.shrink_models import tiny
 from tests.support.deployment import deployment
 from tests.workers.conftest import Service
 
@@ -52,7 +61,40 @@ def _spec(model: Path, task: dict[str, Any], prune: dict[str, Any]) -> dict[str,
     }
 
 
-def test_wanda_and_sparsegpt_jobs_run_through_the_service_and_load_without_adaprune(tmp_path):
+def _width_job(deployed: Any, data: Path, tmp_path: Path) -> None:
+    """A Llama with grouped key/value heads cut to 0.7x its parameters in width, recovered by
+    distillation: the pulled `model/` states the smaller sizes and gives the manifest's metric."""
+    llama = data / "gqa-llama"
+    build_tokenizer(llama)
+    tiny("llama").save_pretrained(str(llama))
+    task = {"kind": "causal-lm", "data": _splits(data / "width-lm", pattern_rows, (48, 16, 12))}
+    spec = _spec(llama, task, {"target_sparsity": 0.3, "granularity": "width"})
+    spec["finetune"] = {"batch_size": 8, "final_epochs": 1, "lr": 1e-3, "distill": True}
+    job = deployed.run_job(spec, timeout_s=300)
+    assert job["state"] == "succeeded", (job, deployed.logs())
+    with deployed.client() as client:
+        steps = client.get(f"/v1/jobs/{job['id']}/steps").raise_for_status().json()
+    assert [row["decision"] for row in steps][-1] == "final"
+    assert steps[-1]["sparsity"] == pytest.approx(0.3, abs=0.05)
+    with AdapruneClient(deployed.api_url, api_key=deployed.key) as api:
+        pulled = api.pull(job["id"], tmp_path / "pulled-width")
+    manifest = json.loads((pulled / "manifest.json").read_text())
+    config = json.loads((pulled / "model" / "config.json").read_text())
+    sizes = manifest["extra"]["shrink"]["pruned_sizes"]
+    assert config["intermediate_size"] == sizes["intermediate"] < 128
+    # query heads stay a whole multiple of the key/value groups they share
+    assert config["num_attention_heads"] % config["num_key_value_heads"] == 0
+    assert manifest["sparsity"]["removed_fraction"] == pytest.approx(0.3, abs=0.05)
+    assert manifest["extra"]["shrink"]["recovery"]["distill"] is True
+    value = fresh_metric(
+        pulled / "model", "AutoModelForCausalLM", data / "width-lm" / "val.jsonl", cwd=tmp_path
+    )
+    assert value == pytest.approx(manifest["metrics"]["pruned"]["val"], rel=1e-5)
+
+
+def test_wanda_sparsegpt_and_width_jobs_run_through_the_service_and_load_without_adaprune(
+    tmp_path,
+):
     data = tmp_path / "data"
     llama = tiny_llama(data / "llama", layers=3)
     bert = tiny_bert(data / "bert")
@@ -105,6 +147,7 @@ def test_wanda_and_sparsegpt_jobs_run_through_the_service_and_load_without_adapr
             ):
                 api.pull(job["id"], tmp_path / f"tampered-{index}")
             assert not (tmp_path / f"tampered-{index}").exists()
+        _width_job(deployed, data, tmp_path)
 
 
 def test_a_killed_one_shot_job_resumes_at_the_block_after_its_checkpoint(fresh: Service):
