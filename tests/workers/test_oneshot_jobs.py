@@ -9,6 +9,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from service.client import AdapruneClient, ChecksumMismatch
@@ -22,6 +23,8 @@ from tests.core.hf_assets import (
     tiny_llama,
 )
 from tests.core.shrink_models import tiny
+from tests.deploy.metric_names import sql_queries_in_dashboards
+from tests.support.dashboards import concrete, rows_of
 from tests.support.deployment import deployment
 from tests.workers.conftest import Service
 
@@ -61,6 +64,27 @@ def _spec(model: Path, task: dict[str, Any], prune: dict[str, Any]) -> dict[str,
     }
 
 
+def _dashboard_curves(deployed: Any, job_id: str, steps: list[dict[str, Any]]) -> None:
+    """Every step query of the shipped Grafana dashboards returns the job's steps as the API
+    serves them: the accuracy and sparsity panels fill for this job."""
+    queries = [
+        query
+        for query in sql_queries_in_dashboards(Path(__file__).resolve().parents[2])
+        if "FROM job_steps" in query
+    ]
+    assert queries
+    url = deployed.database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    with psycopg.connect(url, autocommit=True) as connection:
+        for query in queries:
+            rows = rows_of(connection, concrete(query, job_id=job_id))
+            assert [row["sparsity"] for row in rows] == pytest.approx(
+                [step["sparsity"] for step in steps]
+            ), query
+            assert [row["metric"] for row in rows] == pytest.approx(
+                [step["metric"] for step in steps]
+            ), query
+
+
 def _width_job(deployed: Any, data: Path, tmp_path: Path) -> None:
     """A Llama with grouped key/value heads cut to 0.7x its parameters in width, recovered by
     distillation: the pulled `model/` states the smaller sizes and gives the manifest's metric."""
@@ -76,6 +100,7 @@ def _width_job(deployed: Any, data: Path, tmp_path: Path) -> None:
         steps = client.get(f"/v1/jobs/{job['id']}/steps").raise_for_status().json()
     assert [row["decision"] for row in steps][-1] == "final"
     assert steps[-1]["sparsity"] == pytest.approx(0.3, abs=0.05)
+    _dashboard_curves(deployed, job["id"], steps)
     with AdapruneClient(deployed.api_url, api_key=deployed.key) as api:
         pulled = api.pull(job["id"], tmp_path / "pulled-width")
     manifest = json.loads((pulled / "manifest.json").read_text())
@@ -131,6 +156,7 @@ def test_wanda_sparsegpt_and_width_jobs_run_through_the_service_and_load_without
             assert all(row["decision"] == "scheduled" for row in steps)
             assert all(row["metric"] is not None and row["sparsity"] > 0 for row in steps)
             assert steps[-1]["sparsity"] == pytest.approx(0.5, abs=1e-6)
+            _dashboard_curves(deployed, job["id"], steps)
             with AdapruneClient(deployed.api_url, api_key=deployed.key) as api:
                 pulled = api.pull(job["id"], tmp_path / f"pulled-{index}")
             manifest = json.loads((pulled / "manifest.json").read_text())

@@ -1,0 +1,33 @@
+"""Grafana's SQL queries as Grafana would send them: macros and the $job variable replaced."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import psycopg
+
+# Grafana's PostgreSQL macros over a 7-day dashboard range, and the $job variable.
+_RANGE_FROM = "(now() - interval '7 days')"
+_MACROS: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"\$__timeFilter\(([^)]+)\)"), rf"\1 BETWEEN {_RANGE_FROM} AND now()"),
+    (re.compile(r"\$__timeFrom\(\)"), _RANGE_FROM),
+    (re.compile(r"\$__timeTo\(\)"), "now()"),
+]
+_JOB_VARIABLE = re.compile(r"\$\{job(?::[a-z]+)?\}|\$job\b")
+
+
+def concrete(query: str, *, job_id: str) -> str:
+    """The query as Grafana would send it for the job `job_id` over the last 7 days."""
+    for pattern, replacement in _MACROS:
+        query = pattern.sub(replacement, query)
+    query = _JOB_VARIABLE.sub(job_id, query)
+    if "$" in query:
+        raise ValueError(f"unknown Grafana macro or variable in: {query}")
+    return query
+
+
+def rows_of(connection: psycopg.Connection, query: str) -> list[dict[str, Any]]:
+    cursor = connection.execute(query.encode())
+    columns = [column.name for column in cursor.description or []]
+    return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
