@@ -116,10 +116,10 @@ def push_target(run: Run) -> float | None:
     The controller judges each step after a few epochs; the final fine-tuning has many more,
     which is how a fixed schedule ends within tolerance at sparsities where an adaptive step
     was rolled back. So a run that stopped below a number target (no headroom, its step limit
-    or its step budget) cuts to the target once more and fine-tunes there; if that ends past
-    the tolerance, it falls back to the last accepted model, which was within it. None when
-    there is nothing to push to: a fixed schedule, a `max` search (its target is only a bound),
-    a run at its target, or one out of time.
+    or its step budget) climbs to the target once more during its final fine-tuning; if that
+    ends past the tolerance, it falls back to the last accepted model, which was within it.
+    None when there is nothing to push to: a fixed schedule, a `max` search (its target is only
+    a bound), a run at its target, or one out of time.
     """
     state = run.state
     prune_spec = run.spec.prune
@@ -138,12 +138,48 @@ def _accepted_target(reports: list[StepReport]) -> float:
     return accepted[-1].target_sparsity if accepted else 0.0
 
 
+def ramp_sparsity(start: float, end: float, *, epoch: int, ramp: int) -> float:
+    """The sparsity of the push at `epoch` (0-based) of a `ramp`-epoch cubic ramp from `start`
+    to `end`: s_e = end - (end - start) (1 - (e + 1) / ramp)^3 (Zhu & Gupta 2017, eq. 1),
+    reaching `end` at the ramp's last epoch."""
+    if ramp <= 0 or epoch >= ramp - 1:
+        return end
+    return end - (end - start) * (1.0 - (epoch + 1) / ramp) ** 3
+
+
+def _ramp_to(
+    run: Run, start: float, end: float, *, epochs: int, phases: dict[str, float]
+) -> tuple[float, bool]:
+    """Fine-tune `epochs` epochs on one cosine decay while the sparsity climbs from `start` to
+    `end` over the first half of them, one cut per epoch (the way a fixed schedule nears its
+    target without what a single large cut destroys). Returns the last mean loss and whether
+    the ramp reached `end` (the budget or the clock can end it sooner)."""
+    finetune = run.spec.finetune
+    ramp = max(1, epochs // 2)
+    loss, reached = math.nan, False
+    for epoch in range(epochs):
+        if epoch < ramp:
+            sparsity = ramp_sparsity(start, end, epoch=epoch, ramp=ramp)
+            for name, seconds in cut(run, sparsity).items():
+                phases[name] = phases.get(name, 0.0) + seconds
+            run.phase("finetuning")
+        before = run.state.counters.finetune_epochs
+        loss = run.train(
+            1, lr_at=lambda _, at=epoch: cosine_lr(base=finetune.lr, epoch=at, epochs=epochs)
+        )
+        if run.state.counters.finetune_epochs == before:  # the budget or the clock ran out
+            break
+        reached = epoch >= ramp - 1
+    return loss, reached
+
+
 def final(run: Run) -> None:
     """Fine-tune at the accepted sparsity with a cosine decay, report and checkpoint.
 
-    An adaptive run that stopped short of its target first cuts to it (`push_target`) and
-    keeps the result only when it ends within tolerance: a failed push is reported as a
-    rolled-back step and the model returns to the last accepted one.
+    An adaptive run that stopped short of its target climbs to it during the first half of
+    these epochs (`push_target`, `ramp_sparsity`) and keeps the result only when it ends
+    within tolerance: a failed push is reported as a rolled-back step and the model returns
+    to the last accepted one.
     """
     start = time.perf_counter()
     run.phase("finetuning")
@@ -164,19 +200,19 @@ def final(run: Run) -> None:
         # validation: it is there to recover, and must not cost the accepted step's metric
         start_metric, start_loss, snapshot = metric, val_loss, run.snapshot()
         push = push_target(run)
-        if push is not None:
-            phases.update(cut(run, push))
-            run.phase("finetuning")
-            run.check()
         run.optimizer = run.new_optimizer(finetune.lr)
         before = state.counters.finetune_epochs
-        loss = run.train(
-            epochs, lr_at=lambda i: cosine_lr(base=finetune.lr, epoch=i, epochs=epochs)
-        )
+        ramped = False
+        if push is None:
+            loss = run.train(
+                epochs, lr_at=lambda i: cosine_lr(base=finetune.lr, epoch=i, epochs=epochs)
+            )
+        else:
+            loss, ramped = _ramp_to(run, target, push, epochs=epochs, phases=phases)
         trained = state.counters.finetune_epochs - before
         metric, val_loss = run.evaluate()
         diverged = not math.isfinite(val_loss)
-        if push is not None and run.within(metric) and not diverged:
+        if push is not None and ramped and run.within(metric) and not diverged:
             target = push
             state.stop_reason = "target_reached"
         elif push is not None:

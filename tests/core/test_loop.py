@@ -325,6 +325,41 @@ def test_a_run_stopped_short_pushes_to_its_target_and_keeps_it_when_within_toler
     assert result.target_missed_reason is None
 
 
+def test_the_push_climbs_to_the_target_over_the_first_half_of_the_final_epochs():
+    spec = _spec(
+        criterion="magnitude",
+        target_sparsity=0.5,
+        max_metric_drop=1.0,
+        schedule={"kind": "adaptive", "steps": 8},
+    )
+    spec = spec.model_copy(
+        update={
+            "finetune": spec.finetune.model_copy(update={"epochs_per_step": 1, "final_epochs": 4}),
+            "budget": spec.budget.model_copy(update={"max_epochs": 5}),
+        }
+    )
+    phases: list[str] = []
+    result = prune(_model(), _task(), spec, on_phase=phases.append).result
+    steps = [r for r in result.steps if r.decision not in ("baseline", "final")]
+    assert len(steps) == 1 and result.steps[-1].epochs == 4
+    # one cut for the step, then one per epoch of the ramp's two (4 final epochs)
+    assert phases.count("scoring") == 1 + 2
+    assert result.steps[-1].target_sparsity == pytest.approx(0.5)
+    assert result.sparsity == pytest.approx(0.5, abs=0.01)
+
+
+def test_the_ramp_is_cubic_and_ends_at_the_target():
+    from core.loop import ramp_sparsity
+
+    values = [ramp_sparsity(0.4, 0.9, epoch=e, ramp=4) for e in range(6)]
+    assert values[3:] == [0.9, 0.9, 0.9]
+    assert all(a < b for a, b in zip(values[:4], values[1:4], strict=False))
+    assert values[0] == pytest.approx(0.9 - 0.5 * 0.75**3)
+    # the first cuts are the largest: the cubic ramp front-loads the climb
+    assert values[1] - values[0] > values[3] - values[2]
+    assert ramp_sparsity(0.4, 0.9, epoch=0, ramp=1) == 0.9
+
+
 def test_a_failed_push_is_a_rolled_back_step_and_the_run_returns_its_last_accepted_model():
     spec = _spec(
         criterion="magnitude",
