@@ -26,6 +26,8 @@ from core.oneshot.config import OneShotConfig
 from core.oneshot.engine import prune_oneshot
 
 RUNS: list[tuple[str, float, str]] = [
+    ("magnitude", 0.5, "unstructured"),
+    ("magnitude", 0.5, "2:4"),
     ("wanda", 0.5, "unstructured"),
     ("sparsegpt", 0.5, "unstructured"),
     ("wanda", 0.5, "2:4"),

@@ -223,13 +223,14 @@ def minilm_reading(minilm: dict[str, Any]) -> list[str]:
         (row["method"], row["granularity"]): 100 * (dense - row["accuracy"])
         for row in minilm["rows"]
     }
+    lines = _minilm_ordering(drops)
     missed = [
         (method, granularity)
         for (method, granularity), drop in drops.items()
-        if drop > (3.0 if granularity == "unstructured" else 6.0)
+        if method != "magnitude" and drop > (3.0 if granularity == "unstructured" else 6.0)
     ]
     if not missed:
-        return []
+        return lines
     text = "Reading: " + "; ".join(
         f"{NAMES[m]} {'50 %' if g == 'unstructured' else '2:4'} loses {drops[(m, g)]:.1f} points"
         for m, g in missed
@@ -246,7 +247,25 @@ def minilm_reading(minilm: dict[str, Any]) -> list[str]:
             ": Wanda only chooses which weights to drop, and 2:4 forces out two of every four "
             "however much they matter, an error that nothing then compensates"
         )
-    return [text + "."]
+    return [*lines, text + "."]
+
+
+def _minilm_ordering(drops: dict[tuple[str, str], float]) -> list[str]:
+    """Magnitude against the calibrated methods on the pretrained model, per pattern."""
+    lines = []
+    for granularity in ("unstructured", "2:4"):
+        if ("magnitude", granularity) not in drops:
+            continue
+        magnitude = drops[("magnitude", granularity)]
+        others = [m for m in ("wanda", "sparsegpt") if (m, granularity) in drops]
+        below = [m for m in others if drops[(m, granularity)] < magnitude]
+        shown = "50 %" if granularity == "unstructured" else "2:4"
+        lines.append(
+            f"- {shown}: magnitude loses {magnitude:.1f} points; "
+            + ", ".join(f"{NAMES[m]} {drops[(m, granularity)]:.1f}" for m in others)
+            + f" ({len(below)} of {len(others)} below magnitude)."
+        )
+    return ["Ordering on the pretrained encoder:", "", *lines, ""] if lines else []
 
 
 def _scaling_section(scaling: dict[str, Any]) -> list[str]:

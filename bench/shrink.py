@@ -11,7 +11,8 @@ perplexity dense and pruned, forward latency at batch 8 x 128 tokens (ratio, boo
 interval, verdict) and `generate` tokens/s.
 
 MiniLM (`--part minilm`): the cached BBC News classifier of bench/llm_minilm.py, width 30 %
-with distillation; accuracy dense and pruned on the held-out articles and latency.
+with distillation; accuracy dense and pruned on the held-out articles and latency; and one-shot
+Wanda 2:4 followed by the job's masked recovery with distillation.
 
 Each job's manifest is kept under bench/.cache/shrink-results/ so the section can be rendered
 again without rerunning (`--render`). Run: `nice -n 5 python bench/shrink.py [--part lm|minilm]`.
@@ -48,6 +49,7 @@ LM_JOBS: list[tuple[str, str, float, bool]] = [
 ]
 MINILM_TRAIN = 192
 MINILM_EPOCHS = 2
+MINILM_RECOVERY_EPOCHS = 1  # after one-shot Wanda 2:4: masked fine-tuning with distillation
 MINILM_LENGTH = 64
 
 
@@ -127,8 +129,11 @@ def _run(name: str, spec: JobSpec, root: Path) -> dict[str, Any]:
         "load_average": os.getloadavg(),
         "epochs": spec.finetune.final_epochs,
         "distill": spec.finetune.distill,
-        # validation metric straight after the cut, before recovery (the job's step 1)
-        "cut_metric": float(output.outcome.result.steps[1].metric),
+        # validation metric straight after the cut, before recovery (the last row before the
+        # final one: a width or depth job's one step, a one-shot job's last block)
+        "cut_metric": float(
+            [step for step in output.outcome.result.steps if step.decision != "final"][-1].metric
+        ),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(manifest, indent=1, default=str))
@@ -186,31 +191,44 @@ def run_minilm() -> None:
             )
             for split, rows in parts.items()
         }
-        spec = JobSpec.model_validate(
-            {
-                "model": {"hf": directory.as_uri()},
-                "task": {"kind": "text-classification", "data": data, "max_length": MINILM_LENGTH},
-                "prune": {
-                    "granularity": "width",
-                    "target_sparsity": 0.3,
-                    # half of MiniLM's parameters are the word embeddings: 30 % of the whole
-                    # model is only reachable with the hidden size shrinking too
-                    "hidden": True,
-                    "max_metric_drop": 0.05,
-                    "calibration_samples": 32,
-                },
-                "finetune": {
-                    "final_epochs": MINILM_EPOCHS,
-                    "lr": 1e-4,
-                    "batch_size": 16,
-                    "distill": True,
-                },
-                "export": {"latency_batch_sizes": [8], "latency_seconds": LATENCY_SECONDS},
-                "budget": {"max_runtime_s": 3600.0},
-            }
-        )
-        _run("minilm-width-30-distill", spec, root)
-        render()
+        task = {"kind": "text-classification", "data": data, "max_length": MINILM_LENGTH}
+        width = {
+            "granularity": "width",
+            "target_sparsity": 0.3,
+            # half of MiniLM's parameters are the word embeddings: 30 % of the whole
+            # model is only reachable with the hidden size shrinking too
+            "hidden": True,
+            "max_metric_drop": 0.05,
+            "calibration_samples": 32,
+        }
+        wanda_24 = {
+            "method": "wanda",
+            "granularity": "2:4",
+            "target_sparsity": 0.5,
+            "max_metric_drop": 0.06,
+            "calibration_samples": 64,
+        }
+        for name, prune, epochs in (
+            ("minilm-width-30-distill", width, MINILM_EPOCHS),
+            ("minilm-wanda-24-recover", wanda_24, MINILM_RECOVERY_EPOCHS),
+        ):
+            spec = JobSpec.model_validate(
+                {
+                    "model": {"hf": directory.as_uri()},
+                    "task": task,
+                    "prune": prune,
+                    "finetune": {
+                        "final_epochs": epochs,
+                        "lr": 1e-4,
+                        "batch_size": 16,
+                        "distill": True,
+                    },
+                    "export": {"latency_batch_sizes": [8], "latency_seconds": LATENCY_SECONDS},
+                    "budget": {"max_runtime_s": 3600.0},
+                }
+            )
+            _run(name, spec, root)
+            render()
 
 
 def _load(name: str) -> dict[str, Any] | None:
@@ -373,6 +391,37 @@ def _minilm_part(manifest: dict[str, Any] | None) -> list[str]:
     ]
 
 
+def _recovered_part(manifest: dict[str, Any] | None) -> list[str]:
+    """One-shot Wanda 2:4 followed by the job's masked recovery (distillation)."""
+    if manifest is None:
+        return ["MiniLM Wanda 2:4 with recovery: not run in this section."]
+    dense_acc = manifest["metrics"]["dense"]["test"]
+    pruned_acc = manifest["metrics"]["pruned"]["test"]
+    cut = manifest["bench"].get("cut_metric")
+    points = 100 * (dense_acc - pruned_acc)
+    return [
+        "MiniLM, one-shot Wanda 2:4 (64 calibration articles) and then the job's recovery: "
+        f"{manifest['bench']['epochs']} epoch of masked fine-tuning with distillation from the "
+        "dense model (`finetune.final_epochs`, lr 1e-4, batch 16), on the same splits as the "
+        "width job:",
+        "",
+        "| job | sparsity (file) | test accuracy dense → pruned | points below dense | "
+        "val after the cut → after recovery | wall |",
+        "|---|---|---|---|---|---|",
+        f"| minilm wanda 2:4 + recovery | {manifest['sparsity']['overall']:.3f} | "
+        f"{100 * dense_acc:.1f} % → {100 * pruned_acc:.1f} % | {points:.1f} | "
+        f"{_percent(cut)} → {100 * manifest['metrics']['pruned']['val']:.1f} % | "
+        f"{manifest['bench']['wall_s']:.0f} s |",
+        "",
+        f"- Wanda 2:4 at most 6 points below dense, with recovery: {points:.1f} points below, "
+        f"{_verdict(points <= 6)}.",
+    ]
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f} %"
+
+
 def _runs(found: dict[str, Any]) -> list[str]:
     """When each kept job ran and the load then (the section may be rendered later)."""
     lines = []
@@ -388,7 +437,12 @@ def _runs(found: dict[str, Any]) -> list[str]:
 def render() -> None:
     rows, found = _lm_rows()
     minilm = _load("minilm-width-30-distill")
-    ran = {**found, **({"minilm-width-30-distill": minilm} if minilm else {})}
+    recovered = _load("minilm-wanda-24-recover")
+    ran = {
+        **found,
+        **({"minilm-width-30-distill": minilm} if minilm else {}),
+        **({"minilm-wanda-24-recover": recovered} if recovered else {}),
+    }
     load = os.getloadavg()
     body = [
         "## Width and depth pruning through run_job (bench/shrink.py)",
@@ -421,6 +475,8 @@ def render() -> None:
         f"{MINILM_EPOCHS} epochs of distillation at lr 1e-4, batch 16.",
         "",
         *_minilm_part(minilm),
+        "",
+        *_recovered_part(recovered),
         "",
         *(_runs(ran) if ran else []),
         "",

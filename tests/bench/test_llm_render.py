@@ -105,3 +105,25 @@ def test_the_minilm_reading_names_each_miss_and_what_sparsegpt_loses_there() -> 
         0.91, {(m, g): 0.90 for m in ("wanda", "sparsegpt") for g in ("unstructured", "2:4")}
     )
     assert minilm_reading(met) == []
+
+
+def test_the_minilm_reading_orders_magnitude_against_the_calibrated_methods() -> None:
+    figures = minilm_figures(
+        0.91,
+        {
+            ("magnitude", "unstructured"): 0.80,  # 11 points: not a target, never a "miss"
+            ("magnitude", "2:4"): 0.60,
+            ("wanda", "unstructured"): 0.90,
+            ("sparsegpt", "unstructured"): 0.91,
+            ("wanda", "2:4"): 0.65,
+            ("sparsegpt", "2:4"): 0.55,
+        },
+    )
+    reading = minilm_reading(figures)
+    assert "- 50 %: magnitude loses 11.0 points; Wanda 1.0, SparseGPT 0.0 (2 of 2 below" in (
+        "\n".join(reading)
+    )
+    assert any(
+        "- 2:4: magnitude loses 31.0" in line and "(1 of 2 below" in line for line in reading
+    )
+    assert "magnitude 50 % loses" not in "\n".join(reading)
