@@ -271,7 +271,7 @@ CRITERIA = (*REGISTERED_CRITERIA, AUTO)
 CACHE = ROOT / "bench" / ".cache" / "quality.jsonl"
 # results are reused only while the protocol that produced them is unchanged (its last part
 # names the revision of the adaptive controller the cached runs were made with)
-PROTOCOL = f"lr{LR}-b{BATCH}-{STEPS}x{EPOCHS_PER_STEP}+{FINAL}-tol{TOL}-controller2"
+PROTOCOL = f"lr{LR}-b{BATCH}-{STEPS}x{EPOCHS_PER_STEP}+{FINAL}-tol{TOL}-controller3"
 Key = tuple[str, int, str, float]
 Cached = tuple[float, float, float | None]  # test accuracy, sparsity, sparsity within TOL
 

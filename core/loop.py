@@ -30,7 +30,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from core.checkpoint import unshared
-from core.controller import AdaptiveController
+from core.controller import AdaptiveController, standard_error
 from core.data import TaskData
 from core.errors import TrainingDiverged
 from core.finetune import cosine_lr
@@ -173,6 +173,30 @@ def _ramp_to(
     return loss, reached
 
 
+def final_lost(
+    *, drop: float, start_drop: float, within: bool, start_within: bool, noise: float
+) -> bool:
+    """Whether the final fine-tuning cost the model it started from, which then comes back: it
+    ended past the tolerance that model kept, or worse by more than `noise`, the validation
+    split's noise (one binomial standard error, `core.controller.standard_error`, for a metric
+    counted in examples; 0 otherwise). Smaller differences are noise: keeping the start model
+    on them would throw away many epochs of fine-tuning on a coin flip."""
+    if start_within and not within:
+        return True
+    return drop > start_drop + noise + 1e-12
+
+
+def _final_lost(run: Run, metric: float, start_metric: float) -> bool:
+    examples = run.counted_examples()
+    return final_lost(
+        drop=run.drop(metric),
+        start_drop=run.drop(start_metric),
+        within=run.within(metric),
+        start_within=run.within(start_metric),
+        noise=standard_error(start_metric, examples) if examples else 0.0,
+    )
+
+
 def final(run: Run) -> None:
     """Fine-tune at the accepted sparsity with a cosine decay, report and checkpoint.
 
@@ -230,7 +254,7 @@ def final(run: Run) -> None:
             start, phases, trained = time.perf_counter(), {}, 0
             run.load_snapshot(snapshot)
             metric, val_loss, loss = start_metric, start_loss, math.nan
-        elif diverged or run.drop(metric) > run.drop(start_metric):
+        elif diverged or _final_lost(run, metric, start_metric):
             run.load_snapshot(snapshot)
             metric, val_loss, loss = start_metric, start_loss, math.nan
     state.counters.step += 1

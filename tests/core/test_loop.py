@@ -428,3 +428,21 @@ def test_an_adaptive_run_at_its_target_early_spends_the_unused_step_epochs_at_th
     assert final.decision == "final"
     assert final.epochs == spec.finetune.final_epochs + 8 - used
     assert result.epochs == spec.finetune.final_epochs + 8
+
+
+def test_the_final_fine_tuning_is_undone_only_past_tolerance_or_the_split_noise():
+    from core.loop import final_lost
+
+    # 400 examples at 0.87: one standard error is about 0.017
+    noise = 0.0168
+    assert not final_lost(drop=0.02, start_drop=0.01, within=True, start_within=True, noise=noise)
+    assert final_lost(drop=0.03, start_drop=0.01, within=True, start_within=True, noise=noise)
+    # past the tolerance the start model kept: undone however small the difference
+    assert final_lost(drop=0.031, start_drop=0.029, within=False, start_within=True, noise=noise)
+    # a start already past tolerance (a push that failed is undone elsewhere) is kept unless
+    # the fine-tuning made it worse beyond the noise
+    assert not final_lost(
+        drop=0.04, start_drop=0.035, within=False, start_within=False, noise=noise
+    )
+    # no example count (perplexity): any loss at all undoes it
+    assert final_lost(drop=0.0101, start_drop=0.01, within=True, start_within=True, noise=0.0)
