@@ -409,11 +409,12 @@ def _recovered_part(manifest: dict[str, Any] | None) -> list[str]:
         "width job:",
         "",
         "| job | sparsity (file) | test accuracy dense → pruned | points below dense | "
-        "val after the cut → after recovery | wall |",
+        "val dense → after the cut → after recovery | wall |",
         "|---|---|---|---|---|---|",
         f"| minilm wanda 2:4 + recovery | {manifest['sparsity']['overall']:.3f} | "
         f"{100 * dense_acc:.1f} % → {100 * pruned_acc:.1f} % | {points:.1f} | "
-        f"{_percent(cut)} → {100 * manifest['metrics']['pruned']['val']:.1f} % | "
+        f"{_percent(manifest['metrics']['dense']['val'])} → {_percent(cut)} → "
+        f"{100 * manifest['metrics']['pruned']['val']:.1f} % | "
         f"{manifest['bench']['wall_s']:.0f} s |",
         "",
         f"- Wanda 2:4 at most 6 points below dense, with recovery: {points:.1f} points below, "

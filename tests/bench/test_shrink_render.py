@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.shrink import _latency, _lm_targets, _minilm_part
+from bench.shrink import _latency, _lm_targets, _minilm_part, _recovered_part
 
 
 def manifest(
@@ -87,3 +87,20 @@ def test_minilm_allows_five_points_below_dense_and_at_most_0_8x_parameters() -> 
         False,
         False,
     ]
+
+
+def test_wanda_24_with_recovery_allows_six_points_and_shows_the_cut_before_recovery() -> None:
+    def recovered(pruned: float) -> dict[str, Any]:
+        figures = manifest(test=(0.90, pruned))
+        figures["metrics"]["dense"]["val"] = 0.95
+        figures["metrics"]["pruned"]["val"] = 0.94
+        figures["sparsity"]["overall"] = 0.5
+        figures["bench"]["cut_metric"] = 0.80
+        return figures
+
+    met = _recovered_part(recovered(0.845))
+    assert verdicts([line for line in met if line.startswith("- ")]) == [True]
+    assert "| 95.0 % → 80.0 % → 94.0 % |" in "\n".join(met)
+    missed = _recovered_part(recovered(0.835))
+    assert verdicts([line for line in missed if line.startswith("- ")]) == [False]
+    assert _recovered_part(None) == ["MiniLM Wanda 2:4 with recovery: not run in this section."]
