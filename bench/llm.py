@@ -252,6 +252,10 @@ def main() -> None:
         if args.part:
             return
     records = {part: json.loads((RESULTS / f"{part}.json").read_text()) for part in PARTS}
+    # the same Wanda 2:4 through run_job with recovery (bench/shrink.py --part minilm), if run
+    recovered = CACHE / "shrink-results" / "minilm-wanda-24-recover.json"
+    if recovered.exists():
+        records["minilm"]["figures"]["recovered"] = json.loads(recovered.read_text())
     body = render(
         records["lm"]["figures"],
         records["minilm"]["figures"],

@@ -127,3 +127,40 @@ def test_the_minilm_reading_orders_magnitude_against_the_calibrated_methods() ->
         "- 2:4: magnitude loses 31.0" in line and "(1 of 2 below" in line for line in reading
     )
     assert "magnitude 50 % loses" not in "\n".join(reading)
+
+
+def test_where_owl_loses_the_reading_states_the_block_errors_it_traded() -> None:
+    figures = published_like()
+    figures[("sparsegpt", 0.7, "unstructured", "owl")] = 65.0  # worse than uniform's 60
+    figures[("magnitude", 0.7, "unstructured", "uniform")] = 300.0
+    lm = lm_figures(10.0, figures)
+    for row in lm["rows"]:
+        row["block_sparsities"] = [0.6, 0.8] if row["allocation"] == "owl" else [0.7, 0.7]
+        row["block_errors"] = [0.02, 0.3] if row["allocation"] == "owl" else [0.05, 0.2]
+    (reading,) = lm_reading({**lm, "blocks_zeroed": 5000.0})
+    assert "costs SparseGPT 65.00 against 60.00 uniform" in reading
+    assert "0.050 -> 0.020, 0.200 -> 0.300" in reading
+    assert "Wanda" not in reading  # OWL helps Wanda here: nothing to explain
+
+
+def test_the_minilm_section_cites_the_recovered_job_when_it_ran() -> None:
+    from bench.llm_render import _minilm_section
+
+    accuracies = {(m, g): 0.9 for m in ("wanda", "sparsegpt") for g in ("unstructured", "2:4")}
+    figures = minilm_figures(0.91, accuracies)
+    figures.update(
+        params=22_700_000,
+        held=222,
+        calibration=64,
+        note={"settings": {"epochs": 1, "max_length": 64, "batch": 16, "lr": 1e-4}},
+    )
+    figures["note"].update(articles=640, seconds=60.0, cached=True)
+    for row in figures["rows"]:
+        row.update(seconds=1.0, peak_above_bytes=2**20)
+    assert not any("With recovery" in line for line in _minilm_section(figures))
+    figures["recovered"] = {
+        "metrics": {"dense": {"test": 0.892}, "pruned": {"test": 0.874}},
+        "bench": {"epochs": 1},
+    }
+    (line,) = [line for line in _minilm_section(figures) if line.startswith("With recovery")]
+    assert "ends 1.8 points below dense (89.2 % -> 87.4 %" in line
