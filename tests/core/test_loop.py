@@ -1,3 +1,4 @@
+import itertools
 import math
 
 import numpy as np
@@ -353,7 +354,7 @@ def test_the_ramp_is_cubic_and_ends_at_the_target():
 
     values = [ramp_sparsity(0.4, 0.9, epoch=e, ramp=4) for e in range(6)]
     assert values[3:] == [0.9, 0.9, 0.9]
-    assert all(a < b for a, b in zip(values[:4], values[1:4], strict=False))
+    assert all(a < b for a, b in itertools.pairwise(values[:4]))
     assert values[0] == pytest.approx(0.9 - 0.5 * 0.75**3)
     # the first cuts are the largest: the cubic ramp front-loads the climb
     assert values[1] - values[0] > values[3] - values[2]
