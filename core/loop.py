@@ -147,6 +147,11 @@ def ramp_sparsity(start: float, end: float, *, epoch: int, ramp: int) -> float:
     return end - (end - start) * (1.0 - (epoch + 1) / ramp) ** 3
 
 
+def _constant(decay: Callable[[float], float]) -> Callable[[int], Callable[[float], float]]:
+    """`lr_at` for a single-epoch `Run.train` call: that epoch's rate within a longer decay."""
+    return lambda _index: decay
+
+
 def _ramp_to(
     run: Run, start: float, end: float, *, epochs: int, phases: dict[str, float]
 ) -> tuple[float, bool]:
@@ -164,9 +169,9 @@ def _ramp_to(
                 phases[name] = phases.get(name, 0.0) + seconds
             run.phase("finetuning")
         before = run.state.counters.finetune_epochs
-        loss = run.train(
-            1, lr_at=lambda _, at=epoch: cosine_lr(base=finetune.lr, epoch=at, epochs=epochs)
-        )
+        # one epoch at a time on the decay of all `epochs`
+        decay = cosine_lr(base=finetune.lr, epoch=epoch, epochs=epochs)
+        loss = run.train(1, lr_at=_constant(decay))
         if run.state.counters.finetune_epochs == before:  # the budget or the clock ran out
             break
         reached = epoch >= ramp - 1
