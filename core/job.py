@@ -86,7 +86,9 @@ def prepare(
         def directory_fetcher(uri: str) -> Path:
             if uri in known:
                 return known[uri]
-            return fetch_dir(uri, cache_dir=cache_dir)
+            # a task's `datasets` directory holds one sub-directory per split; a model's files
+            # lie directly in its directory
+            return fetch_dir(uri, cache_dir=cache_dir, depth=1 if uri == spec.task.data else 0)
 
         data, adapter, _ = prepare_hf(spec, fetch_dir=directory_fetcher, fetch=fetcher)
         return data, adapter

@@ -12,6 +12,7 @@ import os
 import stat
 import tempfile
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from core.contract.artifact_uri import ARTIFACT_SCHEME
@@ -215,11 +216,13 @@ def _download_s3(
     return target
 
 
-def fetch_dir(uri: str, *, cache_dir: Path) -> Path:
+def fetch_dir(uri: str, *, cache_dir: Path, depth: int = 0) -> Path:
     """Return a local directory holding the files the URI names (a `save_pretrained` one).
 
     `file:///abs/dir` is returned as is; `s3://bucket/prefix/` has every object directly under
-    the prefix downloaded into a directory of `cache_dir` (sub-prefixes are not descended).
+    the prefix downloaded into a directory of `cache_dir`, and sub-prefixes `depth` levels down
+    into sub-directories of the same names (0: a flat `save_pretrained` directory; 1: a
+    `datasets` DatasetDict, one sub-prefix per split); deeper ones are left out.
 
     Raises:
         FileNotFoundError: no such directory, or no object under the prefix.
@@ -245,20 +248,42 @@ def fetch_dir(uri: str, *, cache_dir: Path) -> Path:
     prefix = prefix.rstrip("/") + "/"
     target = cache_dir / f"{hashlib.sha256(uri.encode()).hexdigest()[:16]}-dir"
     client = boto3.client("s3")
-    keys = [
-        item["Key"]
-        for page in client.get_paginator("list_objects_v2").paginate(
-            Bucket=bucket, Prefix=prefix, Delimiter="/"
-        )
-        for item in page.get("Contents", [])
-        if not item["Key"].endswith("/")
-    ]
-    if not keys:
+    objects = _s3_objects(client, bucket, prefix, depth=depth)
+    if not objects:
         raise FileNotFoundError(f"{uri!r}: no objects under the prefix")
-    target.mkdir(parents=True, exist_ok=True)
-    for key in keys:
+    for relative, key in objects:
+        destination = target.joinpath(*relative)
+        destination.parent.mkdir(parents=True, exist_ok=True)
         fetched = _download_s3(
             f"s3://{bucket}/{key}", bucket=bucket, key=key, cache_dir=cache_dir, max_bytes=None
         )
-        os.replace(fetched, target / Path(key).name)
+        os.replace(fetched, destination)
     return target
+
+
+def _s3_objects(
+    client: Any, bucket: str, prefix: str, *, depth: int
+) -> list[tuple[list[str], str]]:
+    """(path relative to `prefix` as names, key) of every object directly under `prefix` and
+    under its sub-prefixes `depth` levels down. A sub-prefix whose name could leave the
+    directory ("", ".", "..") is left out, like an object key ending in "/"."""
+    found: list[tuple[list[str], str]] = []
+    below: list[str] = []
+    for page in client.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix=prefix, Delimiter="/"
+    ):
+        for item in page.get("Contents", []):
+            name = item["Key"][len(prefix) :]
+            if name not in ("", ".", "..") and "/" not in name:
+                found.append(([name], item["Key"]))
+        below += [entry["Prefix"] for entry in page.get("CommonPrefixes", [])]
+    if depth > 0:
+        for sub in below:
+            name = sub[len(prefix) :].rstrip("/")
+            if name in ("", ".", "..") or "/" in name:
+                continue
+            found += [
+                ([name, *relative], key)
+                for relative, key in _s3_objects(client, bucket, sub, depth=depth - 1)
+            ]
+    return found

@@ -118,7 +118,7 @@ class SourceFetcher:
                 problem = self.policy.s3_problem(uri)
                 if problem is not None:
                     raise SourceRefused("policy_violation", field, problem)
-                return fetch_dir(uri, cache_dir=self.cache_dir)
+                return fetch_dir(uri, cache_dir=self.cache_dir, depth=depth)
         except FileNotFoundError as error:
             raise SourceRefused(missing, field, f"{uri!r}: no such directory") from error
         raise SourceRefused("policy_violation", field, f"{uri!r}: scheme {scheme!r} not readable")

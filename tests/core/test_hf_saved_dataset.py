@@ -56,6 +56,26 @@ def test_a_dataset_dict_directory_gives_its_own_splits(tmp_path):
         )
 
 
+@pytest.mark.integration
+def test_a_dataset_dict_under_an_s3_prefix_gives_its_own_splits(s3_endpoint, tmp_path):
+    import boto3
+
+    model = tiny_bert(tmp_path / "bert")
+    saved = _save_dict(tmp_path / "bbc")
+    client = boto3.client("s3")
+    client.create_bucket(Bucket="tasks")
+    for path in saved.rglob("*"):
+        if path.is_file():
+            key = f"team/bbc/{path.relative_to(saved).as_posix()}"
+            client.upload_file(str(path), "tasks", key)
+    data, _ = prepare(
+        _spec(model, "s3://tasks/team/bbc/"),
+        cache_dir=tmp_path / "c",
+        allowed_entrypoints=ANY_MODULE,
+    )
+    assert (len(data.y_train), len(data.y_val), len(data.y_test)) == (20, 8, 6)
+
+
 def test_one_saved_dataset_is_split_by_the_fractions(tmp_path):
     model = tiny_bert(tmp_path / "bert")
     saved = tmp_path / "one"

@@ -1,17 +1,11 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from core.uri import fetch, fetch_dir
-from tests.support.processes import free_port
 
 
 def test_file_uri_returns_the_path_itself(tmp_path: Path) -> None:
@@ -42,36 +36,6 @@ def test_unknown_scheme_is_refused_by_name(tmp_path: Path, uri: str) -> None:
     scheme = uri.split("://")[0] if "://" in uri else ""
     with pytest.raises(ValueError, match=f"scheme '{scheme}'"):
         fetch(uri, cache_dir=tmp_path)
-
-
-@pytest.fixture
-def s3_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    port = free_port()
-    server = Path(sys.executable).parent / "moto_server"
-    process = subprocess.Popen(
-        [str(server), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("moto_server did not start") from None
-                time.sleep(0.2)
-        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
-        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        yield endpoint
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 @pytest.mark.integration
@@ -113,3 +77,33 @@ def test_a_model_directory_comes_from_a_path_or_an_s3_prefix(
     assert (directory / "config.json").read_bytes() == b"{}"
     with pytest.raises(FileNotFoundError, match="no objects under the prefix"):
         fetch_dir("s3://models/team/none/", cache_dir=tmp_path / "cache")
+
+
+def test_a_datasetdict_prefix_is_fetched_with_its_split_sub_prefixes_one_level_down(
+    s3_endpoint: str, tmp_path: Path
+) -> None:
+    import boto3
+
+    client = boto3.client("s3")
+    client.create_bucket(Bucket="data")
+    layout = {
+        "dataset_dict.json": b'{"splits": ["train", "validation"]}',
+        "train/state.json": b"{}",
+        "train/data-00000-of-00001.arrow": b"rows",
+        "validation/state.json": b"{}",
+        "validation/deeper/x": b"left out",
+    }
+    for name, body in layout.items():
+        client.put_object(Bucket="data", Key=f"team/bbc/{name}", Body=body)
+    directory = fetch_dir("s3://data/team/bbc/", cache_dir=tmp_path / "cache", depth=1)
+    fetched = sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file())
+    assert fetched == [
+        "dataset_dict.json",
+        "train/data-00000-of-00001.arrow",
+        "train/state.json",
+        "validation/state.json",
+    ]
+    assert (directory / "train" / "data-00000-of-00001.arrow").read_bytes() == b"rows"
+    # a model directory (depth 0) takes only the files directly under its prefix
+    flat = fetch_dir("s3://data/team/bbc/", cache_dir=tmp_path / "flat", depth=0)
+    assert [p.name for p in flat.iterdir()] == ["dataset_dict.json"]

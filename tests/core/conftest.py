@@ -1,0 +1,5 @@
+"""Fixtures shared by the engine's tests."""
+
+from tests.support.s3 import s3_endpoint
+
+__all__ = ["s3_endpoint"]
