@@ -13,7 +13,8 @@ Every source of randomness is derived from (seed, epoch counter), so a run resum
 checkpoint ends with the same weights as an uninterrupted one.
 
 The run's context lives in `core.run`, its serialisable state in `core.run_state`, planning in
-`core.planning` and the step in `core.step`; this module holds the two end phases and `prune()`.
+`core.planning`, the step in `core.step` and the final push in `core.push`; this module holds
+the two end phases and `prune()`.
 """
 
 from __future__ import annotations
@@ -37,12 +38,13 @@ from core.finetune import cosine_lr
 from core.granularity import count_params
 from core.outcome import accepted_curve, missed_reason
 from core.planning import plan_layers
+from core.push import accepted_target, push_target, ramp_to
 from core.recovery import unspent_step_epochs
 from core.registries import SCHEDULES
-from core.report import PruneResult, StepCallback, StepReport
+from core.report import PruneResult, StepCallback
 from core.run import DENSE_WEIGHTS, CheckpointCallback, PhaseCallback, Run
 from core.spec import JobSpec
-from core.step import cut, prune_step
+from core.step import prune_step
 
 __all__ = ["CheckpointCallback", "PhaseCallback", "PruneOutcome", "prune"]
 
@@ -110,74 +112,6 @@ def baseline(run: Run, *, pretrain: bool) -> None:
     run.checkpoint()
 
 
-def push_target(run: Run) -> float | None:
-    """The sparsity an adaptive run stopped short of its target tries in its final fine-tuning.
-
-    The controller judges each step after a few epochs; the final fine-tuning has many more,
-    which is how a fixed schedule ends within tolerance at sparsities where an adaptive step
-    was rolled back. So a run that stopped below a number target (no headroom, its step limit
-    or its step budget) climbs to the target once more during its final fine-tuning; if that
-    ends past the tolerance, it falls back to the last accepted model, which was within it.
-    None when there is nothing to push to: a fixed schedule, a `max` search (its target is only
-    a bound), a run at its target, or one out of time.
-    """
-    state = run.state
-    prune_spec = run.spec.prune
-    if not SCHEDULES.info(prune_spec.schedule.kind)["adaptive"] or prune_spec.search_max:
-        return None
-    if state.stop_reason not in ("no_headroom", "step_limit", "max_epochs"):
-        return None
-    if _accepted_target(state.reports) >= state.target - 1e-9:
-        return None
-    return state.target
-
-
-def _accepted_target(reports: list[StepReport]) -> float:
-    """The sparsity the last accepted step asked for (0 before any)."""
-    accepted = [r for r in reports if r.decision not in ("rollback", "final")]
-    return accepted[-1].target_sparsity if accepted else 0.0
-
-
-def ramp_sparsity(start: float, end: float, *, epoch: int, ramp: int) -> float:
-    """The sparsity of the push at `epoch` (0-based) of a `ramp`-epoch cubic ramp from `start`
-    to `end`: s_e = end - (end - start) (1 - (e + 1) / ramp)^3 (Zhu & Gupta 2017, eq. 1),
-    reaching `end` at the ramp's last epoch."""
-    if ramp <= 0 or epoch >= ramp - 1:
-        return end
-    return end - (end - start) * (1.0 - (epoch + 1) / ramp) ** 3
-
-
-def _constant(decay: Callable[[float], float]) -> Callable[[int], Callable[[float], float]]:
-    """`lr_at` for a single-epoch `Run.train` call: that epoch's rate within a longer decay."""
-    return lambda _index: decay
-
-
-def _ramp_to(
-    run: Run, start: float, end: float, *, epochs: int, phases: dict[str, float]
-) -> tuple[float, bool]:
-    """Fine-tune `epochs` epochs on one cosine decay while the sparsity climbs from `start` to
-    `end` over the first half of them, one cut per epoch (the way a fixed schedule nears its
-    target without what a single large cut destroys). Returns the last mean loss and whether
-    the ramp reached `end` (the budget or the clock can end it sooner)."""
-    finetune = run.spec.finetune
-    ramp = max(1, epochs // 2)
-    loss, reached = math.nan, False
-    for epoch in range(epochs):
-        if epoch < ramp:
-            sparsity = ramp_sparsity(start, end, epoch=epoch, ramp=ramp)
-            for name, seconds in cut(run, sparsity).items():
-                phases[name] = phases.get(name, 0.0) + seconds
-            run.phase("finetuning")
-        before = run.state.counters.finetune_epochs
-        # one epoch at a time on the decay of all `epochs`
-        decay = cosine_lr(base=finetune.lr, epoch=epoch, epochs=epochs)
-        loss = run.train(1, lr_at=_constant(decay))
-        if run.state.counters.finetune_epochs == before:  # the budget or the clock ran out
-            break
-        reached = epoch >= ramp - 1
-    return loss, reached
-
-
 def final_lost(
     *, drop: float, start_drop: float, within: bool, start_within: bool, noise: float
 ) -> bool:
@@ -206,7 +140,7 @@ def final(run: Run) -> None:
     """Fine-tune at the accepted sparsity with a cosine decay, report and checkpoint.
 
     An adaptive run that stopped short of its target climbs to it during the first half of
-    these epochs (`push_target`, `ramp_sparsity`) and keeps the result only when it ends
+    these epochs (`core.push`) and keeps the result only when it ends
     within tolerance: a failed push is reported as a rolled-back step and the model returns
     to the last accepted one.
     """
@@ -221,12 +155,12 @@ def final(run: Run) -> None:
     epochs = min(epochs, run.spec.budget.max_epochs - state.counters.finetune_epochs)
     loss = math.nan
     trained = 0
-    target = _accepted_target(state.reports)
+    target = accepted_target(state.reports)
     phases: dict[str, float] = {}
     metric, val_loss = run.evaluate()
     if epochs > 0 and state.stop_reason != "max_runtime":
-        # the final fine-tuning keeps the weights it started from if it ends worse on
-        # validation: it is there to recover, and must not cost the accepted step's metric
+        # the final fine-tuning is there to recover: when it costs the accepted step's metric
+        # (`final_lost`) the weights it started from come back
         start_metric, start_loss, snapshot = metric, val_loss, run.snapshot()
         push = push_target(run)
         run.optimizer = run.new_optimizer(finetune.lr)
@@ -237,7 +171,7 @@ def final(run: Run) -> None:
                 epochs, lr_at=lambda i: cosine_lr(base=finetune.lr, epoch=i, epochs=epochs)
             )
         else:
-            loss, ramped = _ramp_to(run, target, push, epochs=epochs, phases=phases)
+            loss, ramped = ramp_to(run, target, push, epochs=epochs, phases=phases)
         trained = state.counters.finetune_epochs - before
         metric, val_loss = run.evaluate()
         diverged = not math.isfinite(val_loss)

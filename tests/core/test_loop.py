@@ -350,7 +350,7 @@ def test_the_push_climbs_to_the_target_over_the_first_half_of_the_final_epochs()
 
 
 def test_the_ramp_is_cubic_and_ends_at_the_target():
-    from core.loop import ramp_sparsity
+    from core.push import ramp_sparsity
 
     values = [ramp_sparsity(0.4, 0.9, epoch=e, ramp=4) for e in range(6)]
     assert values[3:] == [0.9, 0.9, 0.9]
