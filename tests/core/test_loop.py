@@ -152,13 +152,7 @@ def test_resumed_run_ends_bit_identical_to_uninterrupted(
 
 
 def test_adaptive_controller_rolls_back_and_keeps_last_good_within_tolerance():
-    spec = _spec(
-        criterion="magnitude",
-        target_sparsity=0.98,
-        max_metric_drop=0.0,
-        min_layer_density=0.0,
-        schedule={"kind": "adaptive", "steps": 2},
-    )
+    spec = _out_of_reach(steps=2)
     outcome = prune(_model(), _task(), spec)
     decisions = [r.decision for r in outcome.result.steps]
     assert "rollback" in decisions
@@ -281,14 +275,19 @@ def test_auto_probe_really_compares_criteria_under_nm_and_sensitivity_scope():
     assert scoped.result.criterion in IMPORTANCES
 
 
-def test_final_row_states_the_accepted_target_when_every_step_rolled_back():
-    spec = _spec(
+def _out_of_reach(*, steps: int) -> JobSpec:
+    """An adaptive spec whose target (0.98, no metric drop allowed) the tiny model cannot hold."""
+    return _spec(
         criterion="magnitude",
         target_sparsity=0.98,
         max_metric_drop=0.0,
         min_layer_density=0.0,
-        schedule={"kind": "adaptive", "steps": 1},
+        schedule={"kind": "adaptive", "steps": steps},
     )
+
+
+def test_final_row_states_the_accepted_target_when_every_step_rolled_back():
+    spec = _out_of_reach(steps=1)
     result = prune(_model(), _task(), spec).result
     accepted = [r for r in result.steps if r.decision not in ("rollback", "final")]
     final = result.steps[-1]
@@ -299,23 +298,30 @@ def test_final_row_states_the_accepted_target_when_every_step_rolled_back():
     assert rolled and result.best_sparsity_within_tolerance < min(rolled)
 
 
-def test_a_run_stopped_short_pushes_to_its_target_and_keeps_it_when_within_tolerance():
-    # the step budget (2 epochs, 1 kept for the final fine-tuning) pays for one step of the
-    # eight nominal ones: the run stops on max_epochs at the cubic first step (0.1) and the
-    # final fine-tuning cuts to the target
+def _one_step_budget(*, final_epochs: int) -> JobSpec:
+    """An adaptive spec to 0.5 (eight nominal steps of one epoch) whose budget pays for one
+    step and the final epochs: the run stops on max_epochs at the cubic first step."""
     spec = _spec(
         criterion="magnitude",
         target_sparsity=0.5,
         max_metric_drop=1.0,
         schedule={"kind": "adaptive", "steps": 8},
     )
-    spec = spec.model_copy(
+    return spec.model_copy(
         update={
-            "finetune": spec.finetune.model_copy(update={"epochs_per_step": 1}),
-            "budget": spec.budget.model_copy(update={"max_epochs": 2}),
+            "finetune": spec.finetune.model_copy(
+                update={"epochs_per_step": 1, "final_epochs": final_epochs}
+            ),
+            "budget": spec.budget.model_copy(update={"max_epochs": 1 + final_epochs}),
         }
     )
-    result = prune(_model(), _task(), spec).result
+
+
+def test_a_run_stopped_short_pushes_to_its_target_and_keeps_it_when_within_tolerance():
+    # the step budget (2 epochs, 1 kept for the final fine-tuning) pays for one step of the
+    # eight nominal ones: the run stops on max_epochs at the cubic first step (0.1) and the
+    # final fine-tuning cuts to the target
+    result = prune(_model(), _task(), _one_step_budget(final_epochs=1)).result
     steps = [r for r in result.steps if r.decision not in ("baseline", "final")]
     final = result.steps[-1]
     assert steps and all(r.target_sparsity < 0.5 for r in steps)
@@ -327,20 +333,9 @@ def test_a_run_stopped_short_pushes_to_its_target_and_keeps_it_when_within_toler
 
 
 def test_the_push_climbs_to_the_target_over_the_first_half_of_the_final_epochs():
-    spec = _spec(
-        criterion="magnitude",
-        target_sparsity=0.5,
-        max_metric_drop=1.0,
-        schedule={"kind": "adaptive", "steps": 8},
-    )
-    spec = spec.model_copy(
-        update={
-            "finetune": spec.finetune.model_copy(update={"epochs_per_step": 1, "final_epochs": 4}),
-            "budget": spec.budget.model_copy(update={"max_epochs": 5}),
-        }
-    )
     phases: list[str] = []
-    result = prune(_model(), _task(), spec, on_phase=phases.append).result
+    result = prune(_model(), _task(), _one_step_budget(final_epochs=4), on_phase=phases.append)
+    result = result.result
     steps = [r for r in result.steps if r.decision not in ("baseline", "final")]
     assert len(steps) == 1 and result.steps[-1].epochs == 4
     # one cut for the step, then one per epoch of the ramp's two (4 final epochs)
@@ -362,13 +357,7 @@ def test_the_ramp_is_cubic_and_ends_at_the_target():
 
 
 def test_a_failed_push_is_a_rolled_back_step_and_the_run_returns_its_last_accepted_model():
-    spec = _spec(
-        criterion="magnitude",
-        target_sparsity=0.98,
-        max_metric_drop=0.0,
-        min_layer_density=0.0,
-        schedule={"kind": "adaptive", "steps": 2},
-    )
+    spec = _out_of_reach(steps=2)
     result = prune(_model(), _task(), spec).result
     push, final = result.steps[-2], result.steps[-1]
     accepted = [r for r in result.steps if r.decision not in ("rollback", "final")]
@@ -399,13 +388,7 @@ def test_adaptive_schedule_stops_once_the_requested_target_is_accepted():
 
 
 def test_adaptive_run_that_closes_in_below_the_target_says_no_headroom():
-    spec = _spec(
-        criterion="magnitude",
-        target_sparsity=0.98,
-        max_metric_drop=0.0,
-        min_layer_density=0.0,
-        schedule={"kind": "adaptive", "steps": 4},
-    )
+    spec = _out_of_reach(steps=4)
     result = prune(_model(), _task(), spec).result
     assert result.stop_reason == "no_headroom"
     assert result.best_sparsity_within_tolerance < 0.98

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from tests.deploy.metric_names import sql_queries_in_dashboards
-from tests.support.dashboards import concrete, rows_of
+from tests.support.dashboards import assert_step_panels_match, concrete, rows_of
 from tests.support.deployment import Deployment
 
 pytestmark = pytest.mark.integration
@@ -66,13 +66,6 @@ def test_step_queries_return_the_steps_the_api_reports(
 ) -> None:
     with running_deployment.client() as client:
         steps = client.get(f"/v1/jobs/{finished_job['id']}/steps").raise_for_status().json()
-    step_queries = [q for q in sql_queries_in_dashboards(root) if "FROM job_steps" in q]
-    assert step_queries
-    for query in step_queries:
-        rows = rows_of(results_store, concrete(query, job_id=finished_job["id"]))
-        assert [row["sparsity"] for row in rows] == pytest.approx(
-            [step["sparsity"] for step in steps]
-        ), query
-        assert [row["metric"] for row in rows] == pytest.approx(
-            [step["metric"] for step in steps]
-        ), query
+    assert_step_panels_match(
+        results_store, sql_queries_in_dashboards(root), job_id=finished_job["id"], steps=steps
+    )

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,8 +19,9 @@ from service.db.migrate import upgrade
 from service.main import create_app
 from service.settings import ApiSettings
 from service.store import JobStore
-from tests.support.processes import flushed_redis, free_port, unavailable
+from tests.support.processes import flushed_redis, unavailable
 from tests.support.redis_url import redis_test_url
+from tests.support.s3 import moto_server
 
 REDIS_URL = redis_test_url(15)
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -145,26 +142,8 @@ def auth(api_store: JobStore) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
-    port = free_port()
-    binary = Path(sys.executable).parent / "moto_server"
-    process = subprocess.Popen(
-        [str(binary), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        process.kill()
-        pytest.fail("moto_server did not start")
-    yield f"http://127.0.0.1:{port}"
-    process.terminate()
-    process.wait(timeout=10)
+    with moto_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 import psycopg
+import pytest
 
 # Grafana's PostgreSQL macros over a 7-day dashboard range, and the $job variable.
 _RANGE_FROM = "(now() - interval '7 days')"
@@ -31,3 +32,19 @@ def rows_of(connection: psycopg.Connection, query: str) -> list[dict[str, Any]]:
     cursor = connection.execute(query.encode())
     columns = [column.name for column in cursor.description or []]
     return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+
+
+def assert_step_panels_match(
+    connection: psycopg.Connection, queries: list[str], *, job_id: str, steps: list[dict[str, Any]]
+) -> None:
+    """Every dashboard query over job_steps returns the job's steps as the API serves them."""
+    step_queries = [query for query in queries if "FROM job_steps" in query]
+    assert step_queries
+    for query in step_queries:
+        rows = rows_of(connection, concrete(query, job_id=job_id))
+        assert [row["sparsity"] for row in rows] == pytest.approx(
+            [step["sparsity"] for step in steps]
+        ), query
+        assert [row["metric"] for row in rows] == pytest.approx(
+            [step["metric"] for step in steps]
+        ), query

@@ -24,7 +24,7 @@ from tests.core.hf_assets import (
 )
 from tests.core.shrink_models import tiny
 from tests.deploy.metric_names import sql_queries_in_dashboards
-from tests.support.dashboards import concrete, rows_of
+from tests.support.dashboards import assert_step_panels_match
 from tests.support.deployment import deployment
 from tests.workers.conftest import Service
 
@@ -67,22 +67,10 @@ def _spec(model: Path, task: dict[str, Any], prune: dict[str, Any]) -> dict[str,
 def _dashboard_curves(deployed: Any, job_id: str, steps: list[dict[str, Any]]) -> None:
     """Every step query of the shipped Grafana dashboards returns the job's steps as the API
     serves them: the accuracy and sparsity panels fill for this job."""
-    queries = [
-        query
-        for query in sql_queries_in_dashboards(Path(__file__).resolve().parents[2])
-        if "FROM job_steps" in query
-    ]
-    assert queries
+    queries = sql_queries_in_dashboards(Path(__file__).resolve().parents[2])
     url = deployed.database_url.replace("postgresql+psycopg://", "postgresql://", 1)
     with psycopg.connect(url, autocommit=True) as connection:
-        for query in queries:
-            rows = rows_of(connection, concrete(query, job_id=job_id))
-            assert [row["sparsity"] for row in rows] == pytest.approx(
-                [step["sparsity"] for step in steps]
-            ), query
-            assert [row["metric"] for row in rows] == pytest.approx(
-                [step["metric"] for step in steps]
-            ), query
+        assert_step_panels_match(connection, queries, job_id=job_id, steps=steps)
 
 
 def _width_job(deployed: Any, data: Path, tmp_path: Path) -> None:
