@@ -277,7 +277,8 @@ def compare_latency(
         "load_average": {"before", "after"}, "speedup_expected", "seconds", "batches": [...]},
         each batch {"batch_size", "rounds", "dense", "pruned", "control", "speedup",
         "speedup_interval", "control_ratio", "control_interval", "verdict", "faster"}, where
-        "dense"/"pruned"/"control" pool `measure_latency` results over the rounds.
+        "dense"/"pruned"/"control" pool `measure_latency` results over the rounds; for
+        token-id features also "sequence_length" and "tokens_per_s" (`token_rates`).
     """
     if not seconds >= 0:
         raise ValueError(f"seconds={seconds!r} must be non-negative")
@@ -293,12 +294,8 @@ def compare_latency(
             seconds=seconds / max(len(batch_sizes), 1),
             max_rounds=max_rounds,
         )
-        batches.append(
-            {
-                "batch_size": size,
-                **round_summary(timed, seed=size, speedup_expected=speedup_expected),
-            }
-        )
+        summary = round_summary(timed, seed=size, speedup_expected=speedup_expected)
+        batches.append({"batch_size": size, **summary, **token_rates(features, size, summary)})
     return {
         **machine(target),
         "load_average": {"before": before, "after": load_average()},
@@ -306,6 +303,22 @@ def compare_latency(
         "seconds": seconds,
         "batches": batches,
     }
+
+
+def token_rates(features: np.ndarray, batch_size: int, summary: dict[str, Any]) -> dict[str, Any]:
+    """For token-id inputs (an integer (N, L) array): {"sequence_length": L, "tokens_per_s":
+    {"dense", "pruned"}}, batch_size x L tokens over each model's pooled median forward time;
+    {} for any other input. The rates come from the same rounds as the speedup and its verdict,
+    so they claim no more than it does."""
+    if features.ndim != 2 or not np.issubdtype(features.dtype, np.integer):
+        return {}
+    length = int(features.shape[1])
+    rates = {
+        key: batch_size * length / summary[key]["median_s"]
+        for key in ("dense", "pruned")
+        if summary.get(key) and summary[key]["median_s"] > 0
+    }
+    return {"sequence_length": length, "tokens_per_s": rates}
 
 
 def round_summary(

@@ -162,3 +162,32 @@ def test_a_bad_export_section_is_refused_naming_the_field() -> None:
     with pytest.raises(ValidationError) as refused:
         JobSpec.model_validate(spec)
     assert refused.value.errors()[0]["loc"] == ("export", "latency_batch_sizes")
+
+
+def test_token_inputs_get_tokens_per_second_from_the_same_rounds() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(50, 8), nn.Flatten(), nn.Linear(8 * 6, 3)).eval()
+    tokens = np.random.default_rng(0).integers(0, 50, size=(4, 6)).astype(np.int64)
+    measured = compare_latency(
+        dense=model,
+        pruned=copy.deepcopy(model),
+        features=tokens,
+        device="cpu",
+        batch_sizes=[2],
+        seconds=0.5,
+        max_rounds=MIN_ROUNDS,
+    )
+    entry = measured["batches"][0]
+    assert entry["sequence_length"] == 6
+    for key in ("dense", "pruned"):
+        assert entry["tokens_per_s"][key] == pytest.approx(2 * 6 / entry[key]["median_s"])
+    # float features (images, tables) are not token ids: no token rate is claimed
+    images = compare_latency(
+        dense=nn.Linear(4, 2),
+        pruned=nn.Linear(4, 2),
+        features=np.zeros((2, 4), dtype=np.float32),
+        device="cpu",
+        batch_sizes=[1],
+        seconds=0.1,
+    )
+    assert "tokens_per_s" not in images["batches"][0]
