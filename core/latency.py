@@ -306,13 +306,15 @@ def compare_latency(
 
 
 def token_rates(features: np.ndarray, batch_size: int, summary: dict[str, Any]) -> dict[str, Any]:
-    """For token-id inputs (an integer (N, L) array): {"sequence_length": L, "tokens_per_s":
-    {"dense", "pruned"}}, batch_size x L tokens over each model's pooled median forward time;
-    {} for any other input. The rates come from the same rounds as the speedup and its verdict,
-    so they claim no more than it does."""
-    if features.ndim != 2 or not np.issubdtype(features.dtype, np.integer):
+    """For token-id inputs (an integer (N, L) array, or the (N, 2, L) ids and attention mask of
+    a Hugging Face task, `core.hf.adapter.pack`): {"sequence_length": L, "tokens_per_s":
+    {"dense", "pruned"}}, batch_size x L positions (padding included: the forward runs them all)
+    over each model's pooled median forward time; {} for any other input. The rates come from
+    the same rounds as the speedup and its verdict, so they claim no more than it does."""
+    packed = features.ndim == 3 and features.shape[1] == 2
+    if not (features.ndim == 2 or packed) or not np.issubdtype(features.dtype, np.integer):
         return {}
-    length = int(features.shape[1])
+    length = int(features.shape[-1])
     rates = {
         key: batch_size * length / summary[key]["median_s"]
         for key in ("dense", "pruned")

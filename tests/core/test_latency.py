@@ -14,6 +14,7 @@ from core.latency import (
     compare_latency,
     geometric_mean,
     latency_verdict,
+    token_rates,
 )
 from core.measure import MIN_SECONDS_PER_BATCH, latency_plan
 from core.spec import ExportSpec, JobSpec
@@ -181,6 +182,9 @@ def test_token_inputs_get_tokens_per_second_from_the_same_rounds() -> None:
     assert entry["sequence_length"] == 6
     for key in ("dense", "pruned"):
         assert entry["tokens_per_s"][key] == pytest.approx(2 * 6 / entry[key]["median_s"])
+    # a Hugging Face task's features: ids and attention mask packed as (N, 2, L)
+    packed = np.stack([tokens, np.ones_like(tokens)], axis=1)
+    assert token_rates(packed, 2, entry)["sequence_length"] == 6
     # float features (images, tables) are not token ids: no token rate is claimed
     images = compare_latency(
         dense=nn.Linear(4, 2),

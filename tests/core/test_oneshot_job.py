@@ -33,7 +33,7 @@ def _spec(model: Path, task: dict[str, Any], prune: dict[str, Any], **more: Any)
             "task": {**task, "max_length": 16},
             "prune": {"calibration_samples": 16, "max_metric_drop": 0.5, **prune},
             "finetune": {"batch_size": 8, **more.pop("finetune", {})},
-            "export": {"latency_batch_sizes": [1], "latency_seconds": 0.1},
+            "export": {"latency_batch_sizes": [1], "latency_seconds": 0.3},
             **more,
         }
     )
@@ -86,7 +86,11 @@ def test_a_wanda_job_reports_one_step_per_block_and_exports_a_model_dir(tmp_path
         tensor = saved[name.removeprefix("hf.")]
         assert value == pytest.approx(float((tensor == 0).float().mean()), abs=1e-9)
     assert (saved["lm_head.weight"] != 0).all()
-    assert manifest["latency"]  # measured by the engine's latency code
+    # measured by the engine's latency code, with tokens/s dense vs pruned for the text model
+    (batch,) = manifest["latency"]["batches"]
+    assert batch["verdict"] == "not_expected"  # masks on dense kernels
+    assert 0 < batch["sequence_length"] <= spec.task.max_length  # padded to the longest text
+    assert batch["tokens_per_s"]["dense"] > 0 and batch["tokens_per_s"]["pruned"] > 0
     with (tmp_path / "art" / "steps.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert [int(row["step"]) for row in rows] == [1, 2, 3]
