@@ -94,6 +94,13 @@ def summary_table(manifest: Manifest) -> Table:
             f"{row['dense']['median_s'] * 1e3:.3f} ms",
             f"{row['pruned']['median_s'] * 1e3:.3f} ms {_speed(row)}",
         )
+        rates = row.get("tokens_per_s") or {}
+        if "dense" in rates and "pruned" in rates:
+            table.add_row(
+                f"tokens/s b={row['batch_size']} x {row['sequence_length']}",
+                f"{rates['dense']:,.0f}",
+                f"{rates['pruned']:,.0f}",
+            )
     result = JobResult.model_validate(manifest.result)
     table.caption = (
         f"{outcome_line(manifest.result, manifest.spec['prune'])}\n"

@@ -46,13 +46,17 @@ def test_the_llm_example_runs_offline_with_adaprune_run(tmp_path):
     spec = yaml.safe_load(text)
     spec["prune"]["calibration_samples"] = 16
     spec["task"]["max_length"] = 16  # as the fresh process below tokenises
-    spec["export"] = {"latency_batch_sizes": [1], "latency_seconds": 0.2}
+    spec["export"] = {"latency_batch_sizes": [1], "latency_seconds": 0.3}
     JobSpec.model_validate(spec)
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
     done = _python("-m", "cli", "run", "spec.yaml", "--out", "art", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "val perplexity" in done.stdout and "target 0.50" in done.stdout
     manifest = json.loads((tmp_path / "art" / "manifest.json").read_text())
+    (batch,) = manifest["latency"]["batches"]
+    # the summary prints the text model's tokens/s dense vs pruned as the manifest holds them
+    assert f"tokens/s b=1 x {batch['sequence_length']}" in done.stdout
+    assert f"{batch['tokens_per_s']['dense']:,.0f}" in done.stdout
     with (tmp_path / "art" / "steps.csv").open() as handle:
         assert len(handle.read().strip().splitlines()) == 1 + 2  # a header and one row per block
     saved = load_file(str(tmp_path / "art" / "model" / "model.safetensors"))
