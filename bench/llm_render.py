@@ -247,10 +247,11 @@ def _minilm_section(minilm: dict[str, Any]) -> list[str]:
             recovered["metrics"]["dense"]["test"],
             recovered["metrics"]["pruned"]["test"],
         )
+        epochs = recovered["bench"]["epochs"]
         lines += [
             "",
             "With recovery: the same Wanda 2:4 as a job (`core.job.run_job`) with "
-            f"{recovered['bench']['epochs']} epoch of the job's masked fine-tuning with "
+            f"{epochs} epoch{'' if epochs == 1 else 's'} of the job's masked fine-tuning with "
             f"distillation ends {100 * (dense - pruned):.1f} points below dense "
             f"({100 * dense:.1f} % -> {100 * pruned:.1f} % on its own test split; see the "
             "width and depth section). One-shot alone is what the table above shows.",

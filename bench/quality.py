@@ -495,7 +495,7 @@ def render_schedules(results: dict[str, Any], args: argparse.Namespace) -> str:
         "accuracy. gmp: cubic schedule 10 x 3 + 20 epochs (Zhu & Gupta 2017). adaptive: the "
         "adaptive controller (steps of 3 epochs, each ending annealed, plus the recovery rounds "
         "it asks for; 20 final epochs plus the step epochs of the nominal 10 x 3 it left unused; "
-        "a run stopped short of its target cuts to it in its final fine-tuning and keeps that "
+        "a run stopped short of its target climbs to it in its final fine-tuning and keeps that "
         "only within tolerance; all counted in the same budget). 'within tol.' is, for both, "
         "the highest sparsity whose validation accuracy, measured by the engine after a step "
         "or after the final fine-tuning, stayed within the tolerance: the same split and the "

@@ -42,7 +42,8 @@ WINDOW = SEQ + 24
 LM_SPLITS = {"train": 192, "val": 48, "test": 96}
 LM_EPOCHS = 2
 LM_LR = 1e-3
-# a forward of 8 x 128 takes about 0.35 s on the loaded 2-core box: 60 s gives the 12 rounds
+# a forward of 8 x 128 took 0.35 s on the loaded 2-core box and 25 ms idle: 60 s of timing
+# gives the 40 rounds the latency comparison takes at most
 LATENCY_SECONDS = 60.0
 LM_JOBS: list[tuple[str, str, float, bool]] = [
     ("width-30-distill", "width", 0.30, True),
@@ -402,11 +403,12 @@ def _recovered_part(manifest: dict[str, Any] | None) -> list[str]:
     pruned_acc = manifest["metrics"]["pruned"]["test"]
     cut = manifest["bench"].get("cut_metric")
     points = 100 * (dense_acc - pruned_acc)
+    prune, finetune = manifest["spec"]["prune"], manifest["spec"]["finetune"]
     return [
-        "MiniLM, one-shot Wanda 2:4 (64 calibration articles) and then the job's recovery: "
-        f"{manifest['bench']['epochs']} epoch of masked fine-tuning with distillation from the "
-        "dense model (`finetune.final_epochs`, lr 1e-4, batch 16), on the same splits as the "
-        "width job:",
+        f"MiniLM, one-shot Wanda 2:4 ({prune['calibration_samples']} calibration articles) and "
+        f"then the job's recovery: {_epochs(manifest['bench']['epochs'])} of masked fine-tuning "
+        f"with distillation from the dense model (`finetune.final_epochs`, lr {finetune['lr']:g}, "
+        f"batch {finetune['batch_size']}), on the same splits as the width job:",
         "",
         "| job | sparsity (file) | test accuracy dense → pruned | points below dense | "
         "val dense → after the cut → after recovery | wall |",
@@ -420,6 +422,10 @@ def _recovered_part(manifest: dict[str, Any] | None) -> list[str]:
         f"- Wanda 2:4 at most 6 points below dense, with recovery: {points:.1f} points below, "
         f"{_verdict(points <= 6)}.",
     ]
+
+
+def _epochs(count: int) -> str:
+    return f"{count} epoch" + ("" if count == 1 else "s")
 
 
 def _percent(value: float | None) -> str:

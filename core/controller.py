@@ -15,7 +15,7 @@ be tested without a model. Three ideas keep it from stopping short of what the t
   one is always a model the job can return. A rolled-back sparsity (the ceiling) is tried again
   once the model has recovered below it: the ceiling is provisional. (A run that stops short
   of its target tries the target once more with the final fine-tuning's epochs: see
-  `core.loop.push_target`.)
+  `core.push`.)
 """
 
 from __future__ import annotations

@@ -103,6 +103,7 @@ CONTROL_BAND = (0.95, 1.05)
 MAX_ROUNDS = 40
 MIN_ROUNDS = 4  # fewer rounds give no interval: four resampled points say little already
 _REPEATS_PER_ROUND = 10
+_PASSES_PER_ROUND = 5  # what a round should hold of each model: 4 timed + 1 to refill caches
 _RESAMPLES = 2000
 _MODELS = ("dense", "pruned", "control")
 
@@ -217,6 +218,12 @@ def interleaved_rounds(
         first = measure_latency(model, example_inputs=inputs, warmup=2, repeats=1, max_seconds=1e-6)
         cost[key] = first["median_s"]
     keys = list(models)
+    # more rounds narrow the interval, but each must still hold a few passes of every model
+    # (and the pass that refills the caches): a slow model gets fewer, longer rounds
+    slowest = max(cost.values(), default=0.0)
+    if slowest > 0:
+        affordable = int(seconds / (len(keys) * _PASSES_PER_ROUND * slowest))
+        max_rounds = min(max_rounds, max(MIN_ROUNDS, affordable))
     for index in range(max_rounds):
         left = deadline - time.perf_counter()
         if left <= 0:
@@ -306,13 +313,14 @@ def compare_latency(
 
 
 def token_rates(features: np.ndarray, batch_size: int, summary: dict[str, Any]) -> dict[str, Any]:
-    """For token-id inputs (an integer (N, L) array, or the (N, 2, L) ids and attention mask of
-    a Hugging Face task, `core.hf.adapter.pack`): {"sequence_length": L, "tokens_per_s":
-    {"dense", "pruned"}}, batch_size x L positions (padding included: the forward runs them all)
-    over each model's pooled median forward time; {} for any other input. The rates come from
-    the same rounds as the speedup and its verdict, so they claim no more than it does."""
+    """For a text task's features (the (N, 2, L) token ids and attention mask of a Hugging Face
+    task, `core.hf.adapter.pack`): {"sequence_length": L, "tokens_per_s": {"dense", "pruned"}},
+    batch_size x L positions (padding included: the forward runs them all) over each model's
+    pooled median forward time; {} for any other input (an integer (N, L) array may as well be
+    category codes, and claims nothing). The rates come from the same rounds as the speedup and
+    its verdict, so they claim no more than it does."""
     packed = features.ndim == 3 and features.shape[1] == 2
-    if not (features.ndim == 2 or packed) or not np.issubdtype(features.dtype, np.integer):
+    if not packed or not np.issubdtype(features.dtype, np.integer):
         return {}
     length = int(features.shape[-1])
     rates = {

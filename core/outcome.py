@@ -35,7 +35,8 @@ def missed_reason(
 ) -> str | None:
     """None when the run reached its target within tolerance, else the reason in words.
 
-    A number target is reached when the last accepted step asked for it and the final metric is
+    A number target is reached when the last accepted step asked for it (or the final row, after
+    a final push that reached it) and the final metric is
     within `max_metric_drop`; `max` is reached when the search converged (no headroom left, or
     `max_sparsity` accepted) within tolerance. Example: "no_headroom at 0.66: step 4 at 0.72
     cost 3.1 points (allowed 3)".

@@ -24,7 +24,8 @@ def push_target(run: Run) -> float | None:
     which is how a fixed schedule ends within tolerance at sparsities where an adaptive step
     was rolled back. So a run that stopped below a number target (no headroom, its step limit
     or its step budget) climbs to the target once more during its final fine-tuning; if that
-    ends past the tolerance, it falls back to the last accepted model, which was within it.
+    ends past the tolerance, it falls back to the last accepted model, which was within it, as
+    it was accepted (the final epochs went to the push).
     None when there is nothing to push to: a fixed schedule, a `max` search (its target is only
     a bound), a run at its target, or one out of time.
     """
@@ -64,8 +65,10 @@ def ramp_to(
 ) -> tuple[float, bool]:
     """Fine-tune `epochs` epochs on one cosine decay while the sparsity climbs from `start` to
     `end` over the first half of them, one cut per epoch (the way a fixed schedule nears its
-    target without what a single large cut destroys). Returns the last mean loss and whether
-    the ramp reached `end` (the budget or the clock can end it sooner)."""
+    target without what a single large cut destroys). Every cut scores on the same calibration
+    batches (they follow the step counter, which the ramp does not move), so a resumed run
+    repeats the ramp exactly. Returns the last mean loss and whether the ramp reached `end`
+    (the budget or the clock can end it sooner)."""
     finetune = run.spec.finetune
     ramp = max(1, epochs // 2)
     loss, reached = math.nan, False

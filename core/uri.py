@@ -246,7 +246,8 @@ def fetch_dir(uri: str, *, cache_dir: Path, depth: int = 0) -> Path:
     import boto3
 
     prefix = prefix.rstrip("/") + "/"
-    target = cache_dir / f"{hashlib.sha256(uri.encode()).hexdigest()[:16]}-dir"
+    # the same prefix fetched to another depth holds other files: its own directory
+    target = cache_dir / f"{hashlib.sha256(f'{uri}#{depth}'.encode()).hexdigest()[:16]}-dir"
     client = boto3.client("s3")
     objects = _s3_objects(client, bucket, prefix, depth=depth)
     if not objects:
@@ -266,7 +267,8 @@ def _s3_objects(
 ) -> list[tuple[list[str], str]]:
     """(path relative to `prefix` as names, key) of every object directly under `prefix` and
     under its sub-prefixes `depth` levels down. A sub-prefix whose name could leave the
-    directory ("", ".", "..") is left out, like an object key ending in "/"."""
+    directory ("", ".", "..") is left out, like an object key ending in "/", and so is one
+    named like an object beside it (a file and a directory cannot share a name)."""
     found: list[tuple[list[str], str]] = []
     below: list[str] = []
     for page in client.get_paginator("list_objects_v2").paginate(
@@ -278,9 +280,10 @@ def _s3_objects(
                 found.append(([name], item["Key"]))
         below += [entry["Prefix"] for entry in page.get("CommonPrefixes", [])]
     if depth > 0:
+        files = {relative[0] for relative, _ in found}
         for sub in below:
             name = sub[len(prefix) :].rstrip("/")
-            if name in ("", ".", "..") or "/" in name:
+            if name in ("", ".", "..") or "/" in name or name in files:
                 continue
             found += [
                 ([name, *relative], key)

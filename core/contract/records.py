@@ -20,7 +20,7 @@ Decision = Literal[
     "shrink",  # within tolerance but close to it: the next increment shrinks
     "rollback",  # past tolerance: back to the last good checkpoint, smaller increment
     "scheduled",  # a fixed schedule (oneshot/linear/cubic) took the step
-    "final",  # final fine-tuning at the last accepted sparsity
+    "final",  # final fine-tuning at the last accepted sparsity, or the target a push reached
 ]
 
 StopReason = Literal[

@@ -96,11 +96,17 @@ def test_wanda_24_with_recovery_allows_six_points_and_shows_the_cut_before_recov
         figures["metrics"]["pruned"]["val"] = 0.94
         figures["sparsity"]["overall"] = 0.5
         figures["bench"]["cut_metric"] = 0.80
+        figures["bench"]["epochs"] = 2
+        figures["spec"] = {
+            "prune": {"calibration_samples": 64},
+            "finetune": {"lr": 1e-4, "batch_size": 16},
+        }
         return figures
 
     met = _recovered_part(recovered(0.845))
     assert verdicts([line for line in met if line.startswith("- ")]) == [True]
     assert "| 95.0 % → 80.0 % → 94.0 % |" in "\n".join(met)
+    assert "(64 calibration articles)" in met[0] and "2 epochs of masked" in met[0]
     missed = _recovered_part(recovered(0.835))
     assert verdicts([line for line in missed if line.startswith("- ")]) == [False]
     assert _recovered_part(None) == ["MiniLM Wanda 2:4 with recovery: not run in this section."]

@@ -124,7 +124,7 @@ def test_a_miss_that_recovery_did_not_close_rolls_back_however_close_it_is():
     assert all(drop <= 0.02 for _, drop in missed.state.curve)
 
 
-def test_a_miss_beyond_one_standard_error_after_recovery_rolls_back_to_the_last_good_step():
+def test_a_large_miss_after_recovery_rolls_back_to_the_last_good_step():
     controller = AdaptiveController(tolerance=0.02, examples=500, recovery_rounds=1)
     state = controller.initial_state(target=0.9, steps=10)
     state = controller.decide(state, sparsity=0.2, drop=0.01, metric=0.89).state

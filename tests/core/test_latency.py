@@ -167,8 +167,20 @@ def test_a_bad_export_section_is_refused_naming_the_field() -> None:
 
 def test_token_inputs_get_tokens_per_second_from_the_same_rounds() -> None:
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Embedding(50, 8), nn.Flatten(), nn.Linear(8 * 6, 3)).eval()
-    tokens = np.random.default_rng(0).integers(0, 50, size=(4, 6)).astype(np.int64)
+
+    class Packed(nn.Module):
+        """Reads the (N, 2, L) ids and mask of a Hugging Face task."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed, self.head = nn.Embedding(50, 8), nn.Linear(8 * 6, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head((self.embed(x[:, 0]) * x[:, 1, :, None]).flatten(1))
+
+    model = Packed().eval()
+    ids = np.random.default_rng(0).integers(0, 50, size=(4, 6)).astype(np.int64)
+    tokens = np.stack([ids, np.ones_like(ids)], axis=1)
     measured = compare_latency(
         dense=model,
         pruned=copy.deepcopy(model),
@@ -182,9 +194,8 @@ def test_token_inputs_get_tokens_per_second_from_the_same_rounds() -> None:
     assert entry["sequence_length"] == 6
     for key in ("dense", "pruned"):
         assert entry["tokens_per_s"][key] == pytest.approx(2 * 6 / entry[key]["median_s"])
-    # a Hugging Face task's features: ids and attention mask packed as (N, 2, L)
-    packed = np.stack([tokens, np.ones_like(tokens)], axis=1)
-    assert token_rates(packed, 2, entry)["sequence_length"] == 6
+    # integer (N, L) features may be category codes: no token rate is claimed for them
+    assert token_rates(ids, 2, entry) == {}
     # float features (images, tables) are not token ids: no token rate is claimed
     images = compare_latency(
         dense=nn.Linear(4, 2),
@@ -195,3 +206,25 @@ def test_token_inputs_get_tokens_per_second_from_the_same_rounds() -> None:
         seconds=0.1,
     )
     assert "tokens_per_s" not in images["batches"][0]
+
+
+def test_a_slow_model_gets_fewer_longer_rounds_within_the_measuring_time() -> None:
+    import time as clock
+
+    class Slow(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            clock.sleep(0.02)
+            return x
+
+    measured = compare_latency(
+        dense=Slow(),
+        pruned=Slow(),
+        features=np.zeros((2, 4), dtype=np.float32),
+        device="cpu",
+        batch_sizes=[1],
+        seconds=1.2,
+    )
+    entry = measured["batches"][0]
+    # 1.2 s over 3 models x 5 passes of 20 ms affords 4 rounds, not the 40 a fast model gets
+    assert entry["rounds"] == MIN_ROUNDS
+    assert entry["dense"]["runs"] >= 2 * MIN_ROUNDS  # several timed passes in every round

@@ -1,5 +1,6 @@
 import itertools
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -342,6 +343,59 @@ def test_the_push_climbs_to_the_target_over_the_first_half_of_the_final_epochs()
     assert phases.count("scoring") == 1 + 2
     assert result.steps[-1].target_sparsity == pytest.approx(0.5)
     assert result.sparsity == pytest.approx(0.5, abs=0.01)
+
+
+def test_the_ramp_cuts_to_rising_sparsities_that_end_at_the_target(monkeypatch):
+    import core.push
+
+    cuts: list[float] = []
+    real_cut = core.push.cut
+
+    def recording_cut(run, target):
+        cuts.append(target)
+        return real_cut(run, target)
+
+    monkeypatch.setattr(core.push, "cut", recording_cut)
+    result = prune(_model(), _task(), _one_step_budget(final_epochs=6)).result
+    assert len(cuts) == 3  # one per epoch of the first half of the six final epochs
+    assert cuts[0] > result.steps[1].target_sparsity and cuts == sorted(cuts)
+    assert cuts[-1] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("pushed", [True, False], ids=["push-kept", "push-failed"])
+def test_a_run_interrupted_in_its_final_push_resumes_to_the_same_weights(tmp_path, pushed):
+    spec = _one_step_budget(final_epochs=4) if pushed else _out_of_reach(steps=2)
+    written: list[Path] = []
+    reference = prune(
+        _model(), _task(), spec, checkpoint_dir=tmp_path / "a", on_checkpoint=written.append
+    )
+    # stop a few batches into the final fine-tuning and its push (after the last step's
+    # checkpoint), then resume from that checkpoint
+    checkpoints: list[Path] = []
+    polls_in_final = [0]
+
+    def stop() -> bool:
+        if len(checkpoints) >= len(written) - 1:
+            polls_in_final[0] += 1
+        return polls_in_final[0] > 5
+
+    with pytest.raises(PruneCancelled):
+        prune(
+            _model(),
+            _task(),
+            spec,
+            checkpoint_dir=tmp_path / "b",
+            on_checkpoint=checkpoints.append,
+            should_stop=stop,
+        )
+    assert len(checkpoints) == len(written) - 1  # the final one was never written
+    resumed = prune(_model(), _task(), spec, checkpoint_dir=tmp_path / "b", resume=True)
+    assert [r.decision for r in resumed.result.steps] == [
+        r.decision for r in reference.result.steps
+    ]
+    assert (reference.result.steps[-2].decision == "rollback") is not pushed
+    for key, value in reference.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
 
 
 def test_the_ramp_is_cubic_and_ends_at_the_target():

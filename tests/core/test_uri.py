@@ -58,6 +58,7 @@ def test_s3_uri_is_downloaded_into_the_cache(s3_endpoint: str, tmp_path: Path) -
     assert [p.name for p in cache.iterdir()] == [path.name]
 
 
+@pytest.mark.integration
 def test_a_model_directory_comes_from_a_path_or_an_s3_prefix(
     s3_endpoint: str, tmp_path: Path
 ) -> None:
@@ -79,6 +80,7 @@ def test_a_model_directory_comes_from_a_path_or_an_s3_prefix(
         fetch_dir("s3://models/team/none/", cache_dir=tmp_path / "cache")
 
 
+@pytest.mark.integration
 def test_a_datasetdict_prefix_is_fetched_with_its_split_sub_prefixes_one_level_down(
     s3_endpoint: str, tmp_path: Path
 ) -> None:
@@ -107,3 +109,46 @@ def test_a_datasetdict_prefix_is_fetched_with_its_split_sub_prefixes_one_level_d
     # a model directory (depth 0) takes only the files directly under its prefix
     flat = fetch_dir("s3://data/team/bbc/", cache_dir=tmp_path / "flat", depth=0)
     assert [p.name for p in flat.iterdir()] == ["dataset_dict.json"]
+
+
+class _Listing:
+    """A stand-in S3 client that answers list_objects_v2 pages from a fixed set of keys."""
+
+    def __init__(self, keys: list[str]) -> None:
+        self.keys = keys
+
+    def get_paginator(self, _operation: str) -> _Listing:
+        return self
+
+    def paginate(self, *, Bucket: str, Prefix: str, Delimiter: str) -> list[dict[str, object]]:
+        contents, prefixes = [], set()
+        for key in self.keys:
+            if not key.startswith(Prefix):
+                continue
+            rest = key[len(Prefix) :]
+            if Delimiter in rest:
+                prefixes.add(Prefix + rest.split(Delimiter)[0] + Delimiter)
+            else:
+                contents.append({"Key": key})
+        return [{"Contents": contents, "CommonPrefixes": [{"Prefix": p} for p in sorted(prefixes)]}]
+
+
+def test_s3_names_that_could_leave_the_directory_or_clash_are_left_out() -> None:
+    from core.uri import _s3_objects
+
+    keys = [
+        "p/config.json",
+        "p/../escape",
+        "p/./dot",
+        "p//empty",
+        "p/train",  # an object and a sub-prefix of the same name
+        "p/train/x",
+        "p/val/state.json",
+        "p/val/deeper/y",
+    ]
+    found = _s3_objects(_Listing(keys), "b", "p/", depth=1)
+    assert sorted("/".join(relative) for relative, _ in found) == [
+        "config.json",
+        "train",
+        "val/state.json",
+    ]
