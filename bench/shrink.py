@@ -302,7 +302,7 @@ def _lm_rows() -> tuple[list[str], dict[str, Any]]:
 
 
 def _cut_metric(manifest: dict[str, Any]) -> str:
-    """The validation metric straight after the cut (step 1 of steps.json, kept in the run)."""
+    """The validation metric straight after the cut, before recovery (kept by `_run`)."""
     value = (manifest.get("bench") or {}).get("cut_metric")
     return f"{value:.1f} (val)" if isinstance(value, float) else "—"
 

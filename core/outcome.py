@@ -52,10 +52,11 @@ def missed_reason(
             f"over_tolerance at {at}: the final metric is {cost:.1f} points below dense "
             f"(allowed {allowed})"
         )
-    accepted = [r for r in reports if r.decision in _ACCEPTED and r.decision != "baseline"]
-    asked = accepted[-1].target_sparsity if accepted else 0.0
     if last.decision == "final":  # the final row states the sparsity it fine-tuned at
         asked = last.target_sparsity
+    else:
+        accepted = [r for r in reports if r.decision in _ACCEPTED and r.decision != "baseline"]
+        asked = accepted[-1].target_sparsity if accepted else 0.0
     if spec.prune.search_max:
         if stop_reason in ("no_headroom", "target_reached"):
             return None
