@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from core.data import builtin_task
-from core.finetune import epoch_generator, evaluate, to_tensors, train_epoch
+from core.finetune import cosine_lr, epoch_generator, evaluate, to_tensors, train_epoch
 from core.loop import prune
 from core.pretrained import WARMUP_START, reestimate_batchnorm, step_lr, warmup_lr
 from core.spec import PRETRAINED_FINETUNE_DEFAULTS, FinetuneSpec, JobSpec, ModelRef
@@ -107,7 +107,10 @@ def trained() -> nn.Module:
     torch.manual_seed(0)
     model = _bn_cnn()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for epoch in range(4):
+    # annealed to zero: at a constant 1e-2 the running statistics of the last batches swing
+    # the validation accuracy between 0.4 and 0.9 from one epoch (or thread count) to the next
+    epochs = 6
+    for epoch in range(epochs):
         train_epoch(
             model,
             x=x,
@@ -115,6 +118,7 @@ def trained() -> nn.Module:
             optimizer=optimizer,
             batch_size=64,
             generator=epoch_generator(seed=0, epoch=epoch),
+            lr_at=cosine_lr(base=1e-2, epoch=epoch, epochs=epochs),
         )
     return model.eval()
 
@@ -167,9 +171,8 @@ def test_reestimation_leaves_dropout_off_and_ignores_models_without_batchnorm() 
     assert torch.allclose(bn.running_mean, expected.detach(), atol=1e-6)
 
 
-@pytest.mark.parametrize("recalibrate", [False, True])
-def test_loop_reestimates_batchnorm_after_each_cut(trained: nn.Module, recalibrate: bool) -> None:
-    data = builtin_task("digits")
+def _oneshot_cut(trained: nn.Module, *, recalibrate: bool) -> tuple[float, float, nn.Module]:
+    """A one-shot 0.7 magnitude cut through the loop: (metric, sparsity, pruned model)."""
     spec = JobSpec.model_validate(
         {
             "model": {"arch": "cnn2d", "weights": WEIGHTS},
@@ -183,13 +186,21 @@ def test_loop_reestimates_batchnorm_after_each_cut(trained: nn.Module, recalibra
             "export": {"latency_batch_sizes": []},
         }
     )
-    outcome = prune(copy.deepcopy(trained), data, spec, device=CPU)
+    outcome = prune(copy.deepcopy(trained), builtin_task("digits"), spec, device=CPU)
     step = outcome.result.steps[1]
+    return step.metric, step.sparsity, outcome.model
+
+
+def test_loop_reestimates_batchnorm_after_each_cut(trained: nn.Module) -> None:
+    stale, stale_sparsity, stale_model = _oneshot_cut(trained, recalibrate=False)
+    fresh, fresh_sparsity, fresh_model = _oneshot_cut(trained, recalibrate=True)
     dense_mean = next(m for m in trained.modules() if isinstance(m, nn.BatchNorm2d)).running_mean
-    mean = next(m for m in outcome.model.modules() if isinstance(m, nn.BatchNorm2d)).running_mean
-    assert torch.equal(mean, dense_mean) is not recalibrate
-    if recalibrate:
-        assert step.metric > 0.5
-    else:
-        assert step.metric < 0.4
-    assert np.isclose(step.sparsity, 0.7, atol=0.02)
+
+    def first_mean(model: nn.Module) -> torch.Tensor:
+        return next(m for m in model.modules() if isinstance(m, nn.BatchNorm2d)).running_mean
+
+    assert torch.equal(first_mean(stale_model), dense_mean)
+    assert not torch.equal(first_mean(fresh_model), dense_mean)
+    # the same cut: only the statistics differ, and they are what the cut broke
+    assert stale_sparsity == fresh_sparsity and np.isclose(fresh_sparsity, 0.7, atol=0.02)
+    assert fresh > stale + 0.2, (stale, fresh)
