@@ -94,10 +94,12 @@ def save_checkpoint(
     masks: dict[str, Tensor],
     optimizer: torch.optim.Optimizer | None,
     state: dict[str, Any],
+    keep: int | None = None,
 ) -> Path:
     """Write checkpoint `step` under `directory` atomically and return its path.
 
-    Older checkpoints beyond the newest two are removed. state.json records
+    Older checkpoints beyond the newest two are removed, except step `keep`'s (the model a
+    run may still return: `core.run_state.RunState.fallback_step`). state.json records
     RUN_STATE_VERSION beside `state`.
     """
     directory.mkdir(parents=True, exist_ok=True)
@@ -129,8 +131,10 @@ def save_checkpoint(
     pointer = directory / f".{LATEST}.tmp"
     pointer.write_text(final.name)
     os.replace(pointer, directory / LATEST)
+    kept = None if keep is None else checkpoint_dir_name(keep)
     for old in sorted(directory.glob("step-*"))[:-CHECKPOINTS_KEPT]:
-        shutil.rmtree(old, ignore_errors=True)
+        if old.name != kept:
+            shutil.rmtree(old, ignore_errors=True)
     return final
 
 
@@ -164,7 +168,28 @@ def load_latest(directory: Path, *, device: torch.device) -> Checkpoint | None:
     pointer = directory / LATEST
     if not pointer.is_file():
         return None
-    path = directory / pointer.read_text().strip()
+    return load_checkpoint(directory / pointer.read_text().strip(), device=device)
+
+
+def load_step(directory: Path, step: int, *, device: torch.device) -> Checkpoint:
+    """Load checkpoint `step` under `directory` (one `save_checkpoint` kept with `keep`).
+
+    Raises:
+        CheckpointInvalid: there is no complete checkpoint of that step, or its run-state
+            version is newer than RUN_STATE_VERSION.
+    """
+    path = directory / checkpoint_dir_name(step)
+    if not (path / CHECKPOINT_STATE).is_file():
+        raise CheckpointInvalid(f"checkpoint {path.name} is missing")
+    return load_checkpoint(path, device=device)
+
+
+def load_checkpoint(path: Path, *, device: torch.device) -> Checkpoint:
+    """Load the checkpoint in directory `path`.
+
+    Raises:
+        CheckpointInvalid: its run-state version is newer than RUN_STATE_VERSION.
+    """
     meta = read_state(path)
     model_state = load_file(str(path / CHECKPOINT_MODEL), device=str(device))
     masks = {

@@ -1,21 +1,25 @@
 """The adaptive controller: chooses each pruning step from the recovered validation metric.
 
 Pure functions of its state and the measurements it is given (no torch), so every decision can
-be tested without a model. Three ideas keep it from stopping short of what the task allows:
+be tested without a model. Four ideas keep it from stopping short of what the task allows:
 
-- Steps are fractions of the weights that are still left: s' = 1 - (1 - s)(1 - r). The fraction
-  r grows at most by `grow` per accepted step, so the controller never jumps from far below to
-  the target in one cut.
+- Steps are fractions of the weights that are still left: s' = 1 - (1 - s)(1 - r). With the
+  steps left known, an accepted step's fraction is the cubic schedule's, re-planned from where
+  the run is (`planned_fraction`): while every step is within tolerance the run follows the
+  cubic schedule exactly, and it slows down where the metric says so. The fraction grows at
+  most by `grow` per accepted step, so the controller never jumps from far below to the target
+  in one cut (not even to catch up after rollbacks).
 - A step that looks over tolerance gets a bounded recovery (more fine-tuning at the same masks)
-  and is measured again before it is rolled back: one epoch after a cut is not the recovered
-  metric.
+  and is measured again before it is judged: one epoch after a cut is not the recovered metric.
 - Tolerance is counted in whole examples of the validation split, and the split's binomial
-  standard error sqrt(p (1 - p) / n) decides how much recovery a miss deserves. A miss that
-  recovery did not close is rolled back: every accepted step is within tolerance, so the last
-  one is always a model the job can return. A rolled-back sparsity (the ceiling) is tried again
-  once the model has recovered below it: the ceiling is provisional. (A run that stops short
-  of its target tries the target once more with the final fine-tuning's epochs: see
-  `core.push`.)
+  standard error sqrt(p (1 - p) / n) enters every judgement of a miss: it decides how much
+  recovery a miss deserves, and a miss that recovery left within one standard error of the
+  tolerance is not evidence against the step. Such a step is `provisional`: the run builds on
+  it with a smaller increment, and the loop holds back the last model within tolerance, which
+  the job returns if the run ends past it. A larger miss is rolled back.
+- A rolled-back sparsity (the ceiling) is tried again once the model has recovered below it:
+  the ceiling is provisional. (A run that stops short of its target tries the target once more
+  with the final fine-tuning's epochs: see `core.push`.)
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
-Verdict = Literal["accelerate", "keep", "shrink", "rollback", "recover"]
+Verdict = Literal["accelerate", "keep", "shrink", "provisional", "rollback", "recover"]
 
 _EPS = 1e-9
 
@@ -61,6 +65,21 @@ def standard_error(metric: float, examples: int) -> float:
 def next_sparsity(sparsity: float, fraction: float) -> float:
     """Remove `fraction` of the weights still left: 1 - (1 - s)(1 - r)."""
     return 1.0 - (1.0 - sparsity) * (1.0 - fraction)
+
+
+def planned_fraction(sparsity: float, target: float, steps: int) -> float:
+    """The fraction of the weights left that the cubic schedule, re-planned from `sparsity` to
+    reach `target` in `steps` more steps, removes next (Zhu & Gupta 2017, arXiv 1710.01878):
+    s' = T - (T - s)(1 - 1 / k)^3, as a fraction r = 1 - (1 - s') / (1 - s).
+
+    Re-planning after every step reproduces the cubic schedule exactly
+    (T - T (1 - (i + 1) / N)^3 from step i of N): large cuts while much is left, small ones
+    near the target, where a cut costs most.
+    """
+    if steps <= 0 or sparsity >= target:
+        return 0.0
+    planned = target - (target - sparsity) * (1.0 - 1.0 / steps) ** 3
+    return 1.0 - (1.0 - planned) / (1.0 - sparsity)
 
 
 @dataclass(frozen=True)
@@ -110,14 +129,18 @@ class ControllerDecision:
 class AdaptiveController:
     """Chooses the next sparsity from the validation drop of the step just taken.
 
-    With the tolerance and the drop counted in whole examples (allowed A, dropped D) and
-    headroom h = (A - D) / A:
+    With the tolerance and the drop counted in whole examples (allowed A, dropped D), one
+    standard error of the split in examples (E) and headroom h = (A - D) / A:
     - D > A: if recovery rounds are left, recover (fine-tune more at the same masks and
       measure again); a miss within two standard errors of the tolerance gets
       `recovery_rounds` rounds, a larger one a single round, and a round that wins back no
-      example ends the recovery. A miss that recovery did not close rolls back to the last good
-      sparsity, halves the increment and makes this sparsity the ceiling.
-    - h >= accelerate_above: increment *= grow; h < shrink_below: increment *= shrink; else keep.
+      example ends the recovery. A miss that recovery left at D - A <= E is `provisional`: kept,
+      with the increment shrunk. A larger one rolls back to the last good sparsity, halves the
+      increment and makes this sparsity the ceiling.
+    - h >= accelerate_above: accelerate; h < shrink_below: shrink (the increment *= shrink);
+      else keep. With `steps_left` given, the increment is the cubic schedule's re-planned
+      fraction (times `shrink` when shrinking); without it, it grows by `grow` on accelerate.
+      Either way it is at most `grow` times the last one.
     Proposals stop short of the ceiling (the midpoint between the current sparsity and it) until
     a step is accepted with headroom >= shrink_below: then the ceiling itself is tried again,
     up to `ceiling_retries` more times. The run is done when the target is accepted, when the
@@ -232,9 +255,10 @@ class AdaptiveController:
             drop: dense metric minus the metric just measured.
             metric: the metric just measured (for its standard error; None: no noise model).
             can_recover: False when no recovery epochs are left in the budget.
-            steps_left: how many more steps the budget allows (None: no limit). An accepted
-                step's increment is raised towards the equal-ratio increment that reaches the
-                target in that many steps, by at most `grow` (a fixed schedule would get there).
+            steps_left: how many more steps the plan has (the nominal steps not yet taken,
+                within what the budget allows; None: no plan). An accepted step's increment is
+                the cubic schedule's, re-planned to reach the target in that many steps
+                (`planned_fraction`), by at most `grow` times the last.
         """
         allowed, dropped = self._units(drop)
         noise = self._noise(metric)
@@ -252,6 +276,16 @@ class AdaptiveController:
                     state, recovery_round=state.recovery_round + 1, recovery_drop=drop
                 )
                 return ControllerDecision("recover", sparsity, recovering, False)
+            if excess <= noise + _EPS:
+                # within one standard error of the tolerance: no evidence against the step
+                return self._accept(
+                    state,
+                    sparsity=sparsity,
+                    drop=drop,
+                    headroom=self._headroom(drop),
+                    steps_left=steps_left,
+                    provisional=True,
+                )
             return self._rollback(state, sparsity)
         return self._accept(
             state,
@@ -295,20 +329,28 @@ class AdaptiveController:
         drop: float,
         headroom: float,
         steps_left: int | None,
+        provisional: bool = False,
     ) -> ControllerDecision:
         verdict: Verdict
-        if headroom >= self.accelerate_above:
-            verdict, increment = "accelerate", state.increment * self.grow
+        if provisional:
+            verdict = "provisional"
+        elif headroom >= self.accelerate_above:
+            verdict = "accelerate"
         elif headroom < self.shrink_below:
-            verdict, increment = "shrink", state.increment * self.shrink
+            verdict = "shrink"
         else:
-            verdict, increment = "keep", state.increment
+            verdict = "keep"
+        slow = verdict in ("shrink", "provisional")
         if steps_left is not None and steps_left > 0 and sparsity < state.target:
-            pace = 1.0 - ((1.0 - state.target) / (1.0 - sparsity)) ** (1.0 / steps_left)
-            increment = max(increment, min(pace, state.increment * self.grow))
+            planned = planned_fraction(sparsity, state.target, steps_left)
+            increment = min(planned * (self.shrink if slow else 1.0), state.increment * self.grow)
+        elif verdict == "accelerate":
+            increment = state.increment * self.grow
+        else:
+            increment = state.increment * (self.shrink if slow else 1.0)
         increment = min(max(increment, state.min_increment), state.max_increment)
         ceiling, failures = state.ceiling, state.ceiling_failures
-        if sparsity >= ceiling - _EPS:
+        if sparsity >= ceiling - _EPS and not provisional:
             ceiling, failures = 1.0, 0  # the ceiling was tried again and passed: it is gone
         new = replace(
             state,

@@ -4,12 +4,15 @@
 2. Score every prunable weight with the job's criterion ("auto" probes the candidates first).
 3. Mask (or remove channels) at the sparsity the schedule or the adaptive controller asks for.
 4. Fine-tune with the masks enforced after every optimizer step; evaluate on validation.
-5. Decide: a fixed schedule moves on; the adaptive controller accelerates, keeps, shrinks or
-   rolls back to the state before the step. Checkpoint, report, repeat.
+5. Decide: a fixed schedule moves on; the adaptive controller accelerates, keeps, shrinks,
+   builds provisionally on a step past tolerance by less than the validation noise (holding
+   back the last model within it), or rolls back to the state before the step. Checkpoint,
+   report, repeat.
 6. Final fine-tuning at the accepted sparsity, with a cosine learning-rate decay (an adaptive
    run also spends there the epochs of its nominal steps x epochs_per_step it left unused; one
    that stopped short of its target climbs to it on a ramp first and keeps that only within
-   tolerance, else returns its last accepted model as it was accepted).
+   tolerance, else returns its last accepted model as it was accepted; one that ends past
+   tolerance on provisional steps returns the last model within it).
 Every source of randomness is derived from (seed, epoch counter), so a run resumed from any
 checkpoint ends with the same weights as an uninterrupted one.
 
@@ -37,9 +40,9 @@ from core.data import TaskData
 from core.errors import TrainingDiverged
 from core.finetune import cosine_lr
 from core.granularity import count_params
-from core.outcome import accepted_curve, missed_reason
+from core.outcome import accepted_curve, accepted_target, missed_reason
 from core.planning import plan_layers
-from core.push import accepted_target, push_target, ramp_to
+from core.push import push_target, ramp_to
 from core.recovery import unspent_step_epochs
 from core.registries import SCHEDULES
 from core.report import PruneResult, StepCallback
@@ -149,7 +152,8 @@ def final(run: Run) -> None:
     An adaptive run that stopped short of its target climbs to it during the first half of
     these epochs (`core.push`) and keeps the result only when it ends
     within tolerance: a failed push is reported as a rolled-back step and the model returns
-    to the last accepted one.
+    to the last accepted one. A run built on provisional steps (`core.controller`) that ends
+    past tolerance is reported the same way and returns the last model within tolerance.
     """
     start = time.perf_counter()
     run.phase("finetuning")
@@ -203,6 +207,28 @@ def final(run: Run) -> None:
         elif diverged or _final_lost(run, metric, start_metric):
             run.load_snapshot(snapshot)
             metric, val_loss, loss = start_metric, start_loss, math.nan
+    if state.fallback_step is not None and run.within(metric):
+        run.release_fallback()
+    elif state.fallback_step is not None:
+        # the run ends past tolerance on provisional steps: that is reported as a rolled-back
+        # step, and the last model within tolerance is what the run returns
+        state.counters.step += 1
+        phases["finetuning"] = _training_seconds(start, phases)
+        run.report(
+            target=target,
+            metric=metric,
+            loss=val_loss if math.isnan(loss) else loss,
+            decision="rollback",
+            seconds=time.perf_counter() - start,
+            epochs=trained,
+            phases=phases,
+        )
+        start, phases, trained = time.perf_counter(), {}, 0
+        target = run.load_fallback()
+        metric, val_loss = run.evaluate()
+        loss = math.nan
+        if state.stop_reason == "target_reached":
+            state.stop_reason = "no_headroom"
     state.counters.step += 1
     phases["finetuning"] = _training_seconds(start, phases)
     run.report(

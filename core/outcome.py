@@ -7,7 +7,15 @@ from collections.abc import Sequence
 from core.report import StepReport
 from core.spec import JobSpec
 
-_ACCEPTED = ("baseline", "accelerate", "keep", "shrink", "scheduled")
+# the decisions of steps the run built on (the baseline is not a step)
+ACCEPTED_STEPS = ("accelerate", "keep", "shrink", "provisional", "scheduled")
+_ACCEPTED = ("baseline", *ACCEPTED_STEPS)
+
+
+def accepted_target(reports: Sequence[StepReport]) -> float:
+    """The sparsity the last accepted step asked for (0 before any)."""
+    accepted = [r for r in reports if r.decision in _ACCEPTED]
+    return accepted[-1].target_sparsity if accepted else 0.0
 
 
 def accepted_curve(reports: Sequence[StepReport]) -> list[dict[str, float]]:

@@ -11,8 +11,8 @@ import math
 from collections.abc import Callable
 
 from core.finetune import cosine_lr
+from core.outcome import accepted_target
 from core.registries import SCHEDULES
-from core.report import StepReport
 from core.run import Run
 from core.step import cut
 
@@ -38,12 +38,6 @@ def push_target(run: Run) -> float | None:
     if accepted_target(state.reports) >= state.target - 1e-9:
         return None
     return state.target
-
-
-def accepted_target(reports: list[StepReport]) -> float:
-    """The sparsity the last accepted step asked for (0 before any)."""
-    accepted = [r for r in reports if r.decision not in ("rollback", "final")]
-    return accepted[-1].target_sparsity if accepted else 0.0
 
 
 def ramp_sparsity(start: float, end: float, *, epoch: int, ramp: int) -> float:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from core.controller import ControllerDecision
 from core.errors import TrainingDiverged
 from core.finetune import cosine_lr
+from core.outcome import ACCEPTED_STEPS
 from core.report import StopReason
 from core.run import Run
 
@@ -59,9 +60,19 @@ def step_budget_spent(run: Run) -> StopReason | None:
 
 
 def steps_left(run: Run, *, limit: int) -> int:
-    """Steps the budget and the step limit still allow after the one being judged."""
+    """Steps the plan has after the one being judged: the schedule's nominal `steps` less the
+    steps accepted so far (this one included), within what the budget and the step limit allow.
+
+    Rolled-back steps spend budget but are not steps of the plan: the cubic plan the controller
+    follows is one of accepted steps (`core.controller.planned_fraction`).
+    """
     per_step = max(1, run.spec.finetune.epochs_per_step)
-    return max(0, min(limit - run.state.counters.step, epochs_for_steps(run) // per_step))
+    accepted = sum(1 for r in run.state.reports if r.decision in ACCEPTED_STEPS) + 1
+    # past the nominal steps (after slow steps) the plan is to reach the target in one more,
+    # which the controller's bounded growth turns into a few
+    nominal = max(1, run.spec.prune.schedule.steps - accepted)
+    budget = min(limit - run.state.counters.step, epochs_for_steps(run) // per_step)
+    return max(0, min(nominal, budget))
 
 
 def judge(run: Run, *, target: float, metric: float, loss: float, limit: int) -> Judgement:

@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from core.checkpoint import load_latest, save_checkpoint
+from core.checkpoint import Checkpoint, load_latest, load_step, save_checkpoint
 from core.contract.layout import CHECKPOINT_DENSE
 from core.controller import AdaptiveController, over_tolerance
 from core.data import TaskData
@@ -56,7 +56,7 @@ class Snapshot:
 
     model: nn.Module
     masks: dict[str, Tensor]
-    optimizer: dict[str, Any]
+    optimizer: dict[str, Any] | None  # None: a fresh optimizer (the held-back fallback)
     plan: SparsityPlan
 
 
@@ -90,6 +90,9 @@ class Run:
         self.example = self.x_train[:1]
         self.masks: dict[str, Tensor] = {}
         self.optimizer: torch.optim.Optimizer | None = None
+        # the last model within tolerance while the run builds on a provisional step (None on
+        # resume: then it is read back from its checkpoint, `RunState.fallback_step`)
+        self.fallback: Snapshot | None = None
         self.state = RunState(criterion=spec.prune.criterion, target=spec.prune.target)
         self.granularity = make_granularity(spec.prune.granularity)
         self.metric = make_metric(spec.task.metric)
@@ -273,6 +276,7 @@ class Run:
             masks=self.masks,
             optimizer=self.optimizer,
             state=encode_run_state(saved),
+            keep=self.state.fallback_step,
         )
         if self.on_checkpoint is not None:
             self.on_checkpoint(path)
@@ -288,15 +292,53 @@ class Run:
         dense = copy.deepcopy(self.model)
         dense.load_state_dict(load_file(str(self.checkpoint_dir / DENSE_WEIGHTS)))
         self.dense_model = self.frozen_copy(dense)
-        resize_to_shapes(self.model, self.state.shapes)
+        self._load_tensors(checkpoint, shapes=self.state.shapes)
+        self.started = time.perf_counter()
+        return True
+
+    def _load_tensors(self, checkpoint: Checkpoint, *, shapes: dict[str, list[int]]) -> None:
+        resize_to_shapes(self.model, shapes)
         self.model.to(self.device)
         self.model.load_state_dict(checkpoint.model_state)
         self.masks = checkpoint.masks
-        self.started = time.perf_counter()
         if checkpoint.optimizer_state is not None:
             self.optimizer = self.new_optimizer(self.spec.finetune.lr)
             self.optimizer.load_state_dict(checkpoint.optimizer_state)
-        return True
+
+    # ---------------------------------------------------------------- fallback
+    def hold_fallback(self, snapshot: Snapshot, *, step: int, target: float) -> None:
+        """Keep `snapshot`, the model after step `step` (at `target`, within tolerance), as
+        the one to return if the run ends past tolerance; no-op while one is held."""
+        if self.state.fallback_step is not None:
+            return
+        # no optimizer moments: the run returns to it only at its end, with no training after
+        self.fallback = replace(snapshot, optimizer=None)
+        self.state.fallback_step, self.state.fallback_target = step, target
+
+    def release_fallback(self) -> None:
+        """A step within tolerance: the model itself is what the run would return."""
+        self.fallback = None
+        self.state.fallback_step, self.state.fallback_target = None, 0.0
+
+    def load_fallback(self) -> float:
+        """Return to the held model within tolerance; return its target sparsity.
+
+        After a resume it is read back from its checkpoint, which `checkpoint` keeps.
+        """
+        step, target = self.state.fallback_step, self.state.fallback_target
+        assert step is not None, "no fallback held"
+        if self.fallback is not None:
+            self.load_snapshot(self.fallback)
+        else:
+            assert self.checkpoint_dir is not None  # without one there is no resume
+            checkpoint = load_step(self.checkpoint_dir, step, device=self.device)
+            held = decode_run_state(checkpoint.state)
+            self._load_tensors(checkpoint, shapes=held.shapes)
+            if checkpoint.optimizer_state is None:  # the old one holds the other model's
+                self.optimizer = self.new_optimizer(self.spec.finetune.lr)
+            self.state.plan = held.plan
+        self.release_fallback()
+        return target
 
     def snapshot(self) -> Snapshot:
         """The state before a step, kept on the CPU; a rollback restores it."""
@@ -320,4 +362,5 @@ class Run:
         self.masks = {k: v.to(self.device) for k, v in snapshot.masks.items()}
         self.state.plan = snapshot.plan
         self.optimizer = self.new_optimizer(self.spec.finetune.lr)
-        self.optimizer.load_state_dict(snapshot.optimizer)
+        if snapshot.optimizer is not None:
+            self.optimizer.load_state_dict(snapshot.optimizer)

@@ -32,6 +32,9 @@ class RunState:
     reach); `next_target` the adaptive controller's next proposal; `best_within` the highest
     measured sparsity of an accepted step within tolerance; `shapes` the current parameter shapes
     (channel pruning changes them, and a fresh model must be resized before loading weights).
+    `fallback_step` is set while the model is built on a provisional step (past tolerance
+    within the validation noise): the step whose checkpoint holds the last model within
+    tolerance, at `fallback_target`, which the run returns if it ends past tolerance.
     """
 
     criterion: str
@@ -47,6 +50,8 @@ class RunState:
     reports: list[StepReport] = field(default_factory=list)
     plan: SparsityPlan = field(default_factory=SparsityPlan)
     shapes: dict[str, list[int]] = field(default_factory=dict)
+    fallback_step: int | None = None
+    fallback_target: float = 0.0
 
 
 def encode_run_state(state: RunState) -> dict[str, Any]:
@@ -66,6 +71,8 @@ def encode_run_state(state: RunState) -> dict[str, Any]:
         "reports": [report.to_dict() for report in state.reports],
         "plan": asdict(state.plan),
         "shapes": {name: list(shape) for name, shape in state.shapes.items()},
+        "fallback_step": state.fallback_step,
+        "fallback_target": state.fallback_target,
     }
 
 
@@ -96,4 +103,6 @@ def decode_run_state(data: dict[str, Any]) -> RunState:
         reports=[StepReport(**report) for report in data["reports"]],
         plan=SparsityPlan(**data["plan"]),
         shapes={name: list(shape) for name, shape in data["shapes"].items()},
+        fallback_step=data.get("fallback_step"),  # absent from checkpoints before it existed
+        fallback_target=float(data.get("fallback_target", 0.0)),
     )

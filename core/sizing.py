@@ -4,8 +4,9 @@ Training memory is estimated as
 
     params x 4 bytes x COPIES + data on the device + activations,
 
-with COPIES = 7: the weights, their gradients, AdamW's two moments, the masks, the dense
-reference copy and the rollback snapshot of the adaptive controller; the task's splits as float32
+with COPIES = 8: the weights, their gradients, AdamW's two moments, the masks, the dense
+reference copy, the rollback snapshot of the adaptive controller and the last model within
+tolerance it holds back while it builds on a provisional step; the task's splits as float32
 (they live on the device for the whole run); and a margin for activations and temporaries:
 one more weights-sized buffer plus batch_size x example size x 4 bytes x 2 (a batch's inputs and
 their gradients), at least 64 MiB for the allocator's own overhead. It is an estimate meant to
@@ -24,7 +25,7 @@ from core.data import TaskData
 from core.errors import ModelLoadFailed, ResourceLimit
 from core.limits import MIB, JobLimits, human_bytes
 
-COPIES = 7
+COPIES = 8
 FLOAT_BYTES = 4
 MIN_ACTIVATION_BYTES = 64 * MIB
 

@@ -6,6 +6,7 @@ import math
 import time
 
 from core.errors import TrainingDiverged
+from core.outcome import accepted_target
 from core.pretrained import reestimate_batchnorm, step_lr
 from core.recovery import judge, step_budget_spent
 from core.registries import SCHEDULES
@@ -136,6 +137,15 @@ def prune_step(run: Run) -> bool:
                 state.stop_reason = "no_headroom"
             run.checkpoint()
             return not done
+        if decision == "provisional":
+            # built on, not returned: the model before this step was within tolerance (unless
+            # one is held already) and is what the run returns if it ends past tolerance
+            assert snapshot is not None
+            run.hold_fallback(
+                snapshot, step=state.counters.step - 1, target=accepted_target(state.reports)
+            )
+        else:
+            run.release_fallback()
         if done:
             reached = target >= state.target - 1e-9
             state.stop_reason = "target_reached" if reached else "no_headroom"

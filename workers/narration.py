@@ -74,6 +74,11 @@ class StepNarrator:
             message = f"step {step}: final fine-tuning at {sparsity:.2f} sparsity, {judged}"
         elif decision == "rollback":
             message = f"step {step}: {moved}, {judged}: rollback to {self.previous:.2f}"
+        elif decision == "provisional":
+            message = (
+                f"step {step}: {moved}, {judged}: provisional (past the tolerance by less than "
+                "the validation noise; the last model within it is held back)"
+            )
         else:
             message = f"step {step}: {moved}, {judged}: {decision}"
         if decision != "rollback":

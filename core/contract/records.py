@@ -18,6 +18,7 @@ Decision = Literal[
     "accelerate",  # within tolerance with headroom: the next increment grows
     "keep",  # within tolerance: the next increment stays
     "shrink",  # within tolerance but close to it: the next increment shrinks
+    "provisional",  # past tolerance by at most the split's noise: built on, not returned
     "rollback",  # past tolerance: back to the last good checkpoint, smaller increment
     "scheduled",  # a fixed schedule (oneshot/linear/cubic) took the step
     "final",  # final fine-tuning at the last accepted sparsity, or the target a push reached

@@ -10,6 +10,7 @@ from core.controller import (
     ControllerState,
     next_sparsity,
     over_tolerance,
+    planned_fraction,
     standard_error,
 )
 
@@ -109,19 +110,55 @@ def test_a_large_miss_gets_one_round_and_no_budget_means_no_recovery():
     assert broke.verdict == "rollback"
 
 
-def test_a_miss_that_recovery_did_not_close_rolls_back_however_close_it_is():
-    # 500 examples at 0.876: one standard error is about 7 examples; 12 lost against 10 allowed.
-    # Kept, such a miss ratchets the drop up step after step: every accepted step must be a
-    # model the job can return
+def test_a_miss_that_recovery_left_within_the_noise_is_provisional_not_rolled_back():
+    # 500 examples at 0.876: one standard error is about 7 examples; 12 lost against 10 allowed
+    # is no evidence against the step (mnist1d 70 %: such misses stopped the run at 0.62 where
+    # the cubic schedule went on to 0.70 within tolerance)
     controller = AdaptiveController(tolerance=0.02, examples=500, recovery_rounds=1)
     state = controller.initial_state(target=0.9, steps=10)
     state = controller.decide(state, sparsity=0.2, drop=0.01, metric=0.89).state
     first = controller.decide(state, sparsity=0.3, drop=0.024, metric=0.876)
     assert first.verdict == "recover"
     missed = controller.decide(first.state, sparsity=0.3, drop=0.024, metric=0.876)
-    assert missed.verdict == "rollback" and not missed.done
-    assert missed.state.last_good_sparsity == 0.2
-    assert all(drop <= 0.02 for _, drop in missed.state.curve)
+    assert missed.verdict == "provisional" and not missed.done
+    assert missed.state.last_good_sparsity == 0.3  # the run builds on it
+    assert missed.state.rollbacks == 0
+    assert missed.state.increment < state.increment  # and slows down
+    assert 0.3 < missed.next_sparsity < next_sparsity(0.3, state.increment)
+
+
+def test_a_miss_just_past_one_standard_error_rolls_back():
+    # 500 examples at 0.83: one standard error is 8.4 examples; 18 and 19 lost against 10
+    controller = AdaptiveController(tolerance=0.02, examples=500, recovery_rounds=0)
+    state = controller.initial_state(target=0.9, steps=10)
+    state = controller.decide(state, sparsity=0.2, drop=0.01, metric=0.89).state
+    within_noise = controller.decide(state, sparsity=0.3, drop=0.036, metric=0.83)
+    past_noise = controller.decide(state, sparsity=0.3, drop=0.038, metric=0.83)
+    assert within_noise.verdict == "provisional"
+    assert past_noise.verdict == "rollback" and past_noise.state.last_good_sparsity == 0.2
+
+
+def test_without_an_example_count_no_miss_is_provisional():
+    # a metric that is not counted in examples (loss, perplexity) has no binomial noise model
+    controller = AdaptiveController(tolerance=0.02, examples=0, recovery_rounds=0)
+    state = controller.initial_state(target=0.9, steps=10)
+    assert controller.decide(state, sparsity=0.3, drop=0.0201).verdict == "rollback"
+
+
+def test_a_provisional_step_does_not_clear_a_ceiling():
+    controller = AdaptiveController(tolerance=0.02, examples=500, recovery_rounds=0)
+    state = ControllerState(
+        target=0.9,
+        increment=0.2,
+        min_increment=0.01,
+        max_increment=0.5,
+        ceiling=0.6,
+        ceiling_failures=1,
+        last_good_sparsity=0.5,
+    )
+    decision = controller.decide(state, sparsity=0.6, drop=0.022, metric=0.878)
+    assert decision.verdict == "provisional"
+    assert decision.state.ceiling == 0.6  # not passed: a provisional step is no pass
 
 
 def test_a_large_miss_after_recovery_rolls_back_to_the_last_good_step():
@@ -136,15 +173,63 @@ def test_a_large_miss_after_recovery_rolls_back_to_the_last_good_step():
     assert missed.state.ceiling == 0.3  # provisional: tried again once recovered
 
 
-def test_on_the_last_step_a_near_miss_still_rolls_back():
+def test_on_the_last_step_a_miss_past_the_noise_still_rolls_back():
     controller = AdaptiveController(tolerance=0.02, examples=500, recovery_rounds=0)
     state = controller.initial_state(target=0.9, steps=10)
-    # 11 examples lost against 10 allowed, no recovery left and no step after it
+    # 20 examples lost against 10 allowed, no recovery left and no step after it
     last = controller.decide(
-        state, sparsity=0.3, drop=0.022, metric=0.878, can_recover=False, steps_left=0
+        state, sparsity=0.3, drop=0.04, metric=0.86, can_recover=False, steps_left=0
     )
     assert last.verdict == "rollback"
     assert last.state.last_good_sparsity == 0.0
+
+
+def test_with_steps_left_an_accepted_step_follows_the_cubic_schedule_re_planned():
+    """While every step is within tolerance, the plan is the cubic schedule itself."""
+    controller = AdaptiveController(tolerance=0.02, examples=1000)
+    steps, target = 10, 0.7
+    state = controller.initial_state(target=target, steps=steps)
+    proposal, taken = controller.first_sparsity(state), []
+    for accepted in range(1, steps + 1):
+        taken.append(proposal)
+        decision = controller.decide(
+            state, sparsity=proposal, drop=0.0, metric=0.9, steps_left=steps - accepted
+        )
+        state, proposal = decision.state, decision.next_sparsity
+        if decision.done:
+            break
+    cubic = [target * (1 - (1 - i / steps) ** 3) for i in range(1, steps + 1)]
+    assert taken[-1] == pytest.approx(target)
+    # the cubic schedule, up to the last steps, which snap onto the target once they are
+    # smaller than a minimal step
+    assert taken[:-1] == pytest.approx(cubic[: len(taken) - 1], abs=1e-9)
+    assert len(taken) >= steps - 2
+
+
+def test_the_plan_slows_down_on_a_step_close_to_tolerance():
+    controller = AdaptiveController(tolerance=0.02, examples=1000, shrink=0.6)
+    state = controller.initial_state(target=0.9, steps=10)
+    easy = controller.decide(state, sparsity=0.2, drop=0.0, metric=0.9, steps_left=8)
+    close = controller.decide(state, sparsity=0.2, drop=0.019, metric=0.88, steps_left=8)
+    plan = planned_fraction(0.2, 0.9, 8)
+    assert easy.verdict == "accelerate" and easy.state.increment == pytest.approx(plan)
+    assert close.verdict == "shrink" and close.state.increment == pytest.approx(0.6 * plan)
+
+
+def test_catching_up_on_the_plan_grows_the_increment_at_most_geometrically():
+    # after rollbacks halved the increment, one step left: the plan says go to the target now
+    controller = AdaptiveController(tolerance=0.02, examples=1000, grow=1.5)
+    state = ControllerState(target=0.9, increment=0.05, min_increment=0.01, max_increment=0.5)
+    decision = controller.decide(state, sparsity=0.4, drop=0.0, metric=0.9, steps_left=1)
+    assert planned_fraction(0.4, 0.9, 1) == pytest.approx(1 - 0.1 / 0.6)
+    assert decision.state.increment == pytest.approx(0.075)
+    assert decision.next_sparsity == pytest.approx(next_sparsity(0.4, 0.075))
+
+
+def test_planned_fraction_edges():
+    assert planned_fraction(0.5, 0.5, 3) == 0.0  # at the target
+    assert planned_fraction(0.2, 0.5, 0) == 0.0  # no steps left
+    assert next_sparsity(0.2, planned_fraction(0.2, 0.5, 1)) == pytest.approx(0.5)
 
 
 def test_the_budget_sets_a_pace_towards_the_target_bounded_by_growth():

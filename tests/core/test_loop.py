@@ -484,3 +484,111 @@ def test_the_final_fine_tuning_is_undone_only_past_tolerance_or_the_split_noise(
     )
     # no example count (perplexity): any loss at all undoes it
     assert final_lost(drop=0.0101, start_drop=0.01, within=True, start_within=True, noise=0.0)
+
+
+# ------------------------------------------------- provisional steps and the held-back model
+def _zero_fraction(model: nn.Module) -> float:
+    weights = list(prunable_parameters(model).values())
+    return sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
+
+
+def _provisional_past(monkeypatch, threshold: float) -> None:
+    """Validation reads 0.9 below `threshold` sparsity and 6 of the 90 examples worse above
+    it: past a 0.05 tolerance (4 examples) by 2, within one standard error (2.8 examples),
+    so the controller builds on such a step, and no fine-tuning brings it back."""
+    from core.run import Run
+
+    def evaluate(self, model=None):
+        _, loss = evaluate.real(self, model)
+        return (0.9 if _zero_fraction(model or self.model) < threshold else 0.9 - 6 / 90), loss
+
+    evaluate.real = Run.evaluate
+    monkeypatch.setattr(Run, "evaluate", evaluate)
+
+
+def _provisional_spec() -> JobSpec:
+    # cubic first step 0.42 (within), then 0.6 (the target: provisional)
+    return _spec(criterion="magnitude", min_layer_density=0.0)
+
+
+def test_a_run_that_ends_past_tolerance_on_a_provisional_step_returns_the_model_within(
+    monkeypatch,
+):
+    _provisional_past(monkeypatch, threshold=0.5)
+    result = prune(_model(), _task(), _provisional_spec()).result
+    decisions = [r.decision for r in result.steps]
+    assert decisions[:3] == ["baseline", "accelerate", "provisional"]
+    first = result.steps[1]
+    provisional = [r for r in result.steps if r.decision == "provisional"]
+    # built on up to the target, one provisional step on another
+    assert provisional[-1].target_sparsity == pytest.approx(0.6)
+    assert all(r.target_sparsity > first.target_sparsity for r in provisional)
+    # the final fine-tuning did not bring it back: a rolled-back row, then the model within
+    ended, final = result.steps[-2], result.steps[-1]
+    assert ended.decision == "rollback" and ended.target_sparsity == pytest.approx(0.6)
+    assert final.decision == "final" and final.target_sparsity == first.target_sparsity
+    assert final.sparsity == pytest.approx(first.sparsity)
+    assert result.within_tolerance and result.metric == pytest.approx(0.9)
+    assert result.best_sparsity_within_tolerance == pytest.approx(first.sparsity)
+    assert not result.target_reached and result.stop_reason == "no_headroom"
+    assert result.target_missed_reason.startswith("no_headroom at ")
+
+
+def test_a_provisional_step_that_the_final_fine_tuning_brings_back_is_kept(monkeypatch):
+    from core.run import Run
+
+    calls = {"final": False}
+    real_train = Run.train
+
+    def train(self, epochs, **kwargs):
+        if self.state.finished is False and self.state.stop_reason is not None:
+            calls["final"] = True  # the final fine-tuning: from here validation recovers
+        return real_train(self, epochs, **kwargs)
+
+    def evaluate(self, model=None):
+        _, loss = evaluate.real(self, model)
+        recovered = calls["final"] or _zero_fraction(model or self.model) < 0.5
+        return (0.9 if recovered else 0.9 - 6 / 90), loss
+
+    evaluate.real = Run.evaluate
+    monkeypatch.setattr(Run, "evaluate", evaluate)
+    monkeypatch.setattr(Run, "train", train)
+    result = prune(_model(), _task(), _provisional_spec()).result
+    assert "provisional" in [r.decision for r in result.steps]
+    assert "rollback" not in [r.decision for r in result.steps]
+    assert result.steps[-1].target_sparsity == pytest.approx(0.6)
+    assert result.target_reached and result.within_tolerance
+
+
+def test_a_run_resumed_while_holding_a_model_back_reads_it_from_its_checkpoint(
+    monkeypatch, tmp_path
+):
+    _provisional_past(monkeypatch, threshold=0.5)
+    spec = _provisional_spec()
+    reference = prune(_model(), _task(), spec, checkpoint_dir=tmp_path / "a")
+    # stopped after the provisional step's checkpoint: the held-back model is not in memory
+    resumed = _interrupted_then_resumed(spec, tmp_path / "b", stop_after=3)
+    assert [r.decision for r in resumed.result.steps] == [
+        r.decision for r in reference.result.steps
+    ]
+    assert resumed.result.sparsity == pytest.approx(reference.result.steps[1].sparsity)
+    for key, value in reference.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+
+
+def test_the_checkpoint_of_the_held_back_model_outlives_the_newest_two(tmp_path):
+    from core.checkpoint import load_step, save_checkpoint
+
+    model = _model()
+    for step in range(1, 6):
+        save_checkpoint(
+            tmp_path, step=step, model=model, masks={}, optimizer=None, state={}, keep=2
+        )
+    assert sorted(p.name for p in tmp_path.glob("step-*")) == [
+        "step-0002",
+        "step-0004",
+        "step-0005",
+    ]
+    assert load_step(tmp_path, 2, device=torch.device("cpu")).step == 2
+    with pytest.raises(Exception, match="missing"):
+        load_step(tmp_path, 3, device=torch.device("cpu"))

@@ -48,6 +48,19 @@ def test_each_step_is_told_against_the_tolerance() -> None:
     assert final.message.startswith("step 5: final fine-tuning at 0.66 sparsity, accuracy 0.8650")
 
 
+def test_a_provisional_step_is_told_as_built_on_within_the_noise() -> None:
+    narrator = StepNarrator(metric="accuracy", max_drop=0.02)
+    narrator.step(report(0, 0.0, 0.90, "baseline"))
+    kept = narrator.step(report(1, 0.42, 0.875, "provisional"))
+    assert kept.level == "info"
+    assert kept.message == (
+        "step 1: 0.00 -> 0.42 sparsity, accuracy 0.8750 (drop 0.025 > 0.02): provisional (past "
+        "the tolerance by less than the validation noise; the last model within it is held back)"
+    )
+    after = narrator.step(report(2, 0.5, 0.89, "keep"))
+    assert after.message.startswith("step 2: 0.42 -> 0.50 sparsity")  # built on
+
+
 def test_chance_level_is_within_a_small_margin_of_one_over_classes() -> None:
     warned = chance_warning(metric="accuracy", dense=0.11, num_classes=10)
     assert warned is not None and warned.level == "warning"
