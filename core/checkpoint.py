@@ -1,7 +1,10 @@
 """Per-step checkpoints: tensors in safetensors, everything else in JSON; never a pickle.
 
 A checkpoint is a directory `step-NNNN/` holding `model.safetensors`, `masks.safetensors`,
-`optimizer.safetensors` and `state.json` (file names in `core.contract.layout`). `LATEST` names
+`optimizer.safetensors` and `state.json` (file names in `core.contract.layout`), and, while the
+run holds back a model within tolerance, that model's weights and masks
+(`fallback-model.safetensors`, `fallback-masks.safetensors`): every checkpoint is whole on its
+own, so a copy of the newest one resumes the run. `LATEST` names
 the newest complete one; it is written last, through a rename, so a crash mid-write leaves the
 previous checkpoint in force. state.json carries the run-state `version` it was written with;
 a reader refuses a newer one rather than misread it.
@@ -22,6 +25,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from core.contract.layout import (
+    CHECKPOINT_FALLBACK_MASKS,
+    CHECKPOINT_FALLBACK_MODEL,
     CHECKPOINT_LATEST,
     CHECKPOINT_MASKS,
     CHECKPOINT_MODEL,
@@ -44,6 +49,9 @@ class Checkpoint:
     masks: dict[str, Tensor]
     optimizer_state: dict[str, Any] | None
     state: dict[str, Any]
+    # the held-back model within tolerance (None: none held)
+    fallback_state: dict[str, Tensor] | None = None
+    fallback_masks: dict[str, Tensor] | None = None
 
 
 def _flatten_optimizer(state_dict: dict[str, Any]) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -94,12 +102,12 @@ def save_checkpoint(
     masks: dict[str, Tensor],
     optimizer: torch.optim.Optimizer | None,
     state: dict[str, Any],
-    keep: int | None = None,
+    fallback: tuple[nn.Module, dict[str, Tensor]] | None = None,
 ) -> Path:
     """Write checkpoint `step` under `directory` atomically and return its path.
 
-    Older checkpoints beyond the newest two are removed, except step `keep`'s (the model a
-    run may still return: `core.run_state.RunState.fallback_step`). state.json records
+    `fallback` is the model (and its masks) the run holds back, written beside the current one.
+    Older checkpoints beyond the newest two are removed. state.json records
     RUN_STATE_VERSION beside `state`.
     """
     directory.mkdir(parents=True, exist_ok=True)
@@ -111,6 +119,13 @@ def save_checkpoint(
             {k: v.to(torch.uint8).contiguous().cpu() for k, v in masks.items()},
             str(staging / CHECKPOINT_MASKS),
         )
+        if fallback is not None:
+            held, held_masks = fallback
+            save_file(unshared(held.state_dict()), str(staging / CHECKPOINT_FALLBACK_MODEL))
+            save_file(
+                {k: v.to(torch.uint8).contiguous().cpu() for k, v in held_masks.items()},
+                str(staging / CHECKPOINT_FALLBACK_MASKS),
+            )
         meta: dict[str, Any] = {
             "version": RUN_STATE_VERSION,
             "step": step,
@@ -131,10 +146,8 @@ def save_checkpoint(
     pointer = directory / f".{LATEST}.tmp"
     pointer.write_text(final.name)
     os.replace(pointer, directory / LATEST)
-    kept = None if keep is None else checkpoint_dir_name(keep)
     for old in sorted(directory.glob("step-*"))[:-CHECKPOINTS_KEPT]:
-        if old.name != kept:
-            shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
     return final
 
 
@@ -168,28 +181,7 @@ def load_latest(directory: Path, *, device: torch.device) -> Checkpoint | None:
     pointer = directory / LATEST
     if not pointer.is_file():
         return None
-    return load_checkpoint(directory / pointer.read_text().strip(), device=device)
-
-
-def load_step(directory: Path, step: int, *, device: torch.device) -> Checkpoint:
-    """Load checkpoint `step` under `directory` (one `save_checkpoint` kept with `keep`).
-
-    Raises:
-        CheckpointInvalid: there is no complete checkpoint of that step, or its run-state
-            version is newer than RUN_STATE_VERSION.
-    """
-    path = directory / checkpoint_dir_name(step)
-    if not (path / CHECKPOINT_STATE).is_file():
-        raise CheckpointInvalid(f"checkpoint {path.name} is missing")
-    return load_checkpoint(path, device=device)
-
-
-def load_checkpoint(path: Path, *, device: torch.device) -> Checkpoint:
-    """Load the checkpoint in directory `path`.
-
-    Raises:
-        CheckpointInvalid: its run-state version is newer than RUN_STATE_VERSION.
-    """
+    path = directory / pointer.read_text().strip()
     meta = read_state(path)
     model_state = load_file(str(path / CHECKPOINT_MODEL), device=str(device))
     masks = {
@@ -200,6 +192,13 @@ def load_checkpoint(path: Path, *, device: torch.device) -> Checkpoint:
     if meta["optimizer"] is not None:
         tensors = load_file(str(path / CHECKPOINT_OPTIMIZER), device=str(device))
         optimizer_state = _unflatten_optimizer(tensors, meta["optimizer"])
+    fallback_state = fallback_masks = None
+    if (path / CHECKPOINT_FALLBACK_MODEL).is_file():
+        fallback_state = load_file(str(path / CHECKPOINT_FALLBACK_MODEL), device="cpu")
+        fallback_masks = {
+            k: v.to(torch.bool)
+            for k, v in load_file(str(path / CHECKPOINT_FALLBACK_MASKS), device="cpu").items()
+        }
     return Checkpoint(
         step=int(meta["step"]),
         path=path,
@@ -207,4 +206,6 @@ def load_checkpoint(path: Path, *, device: torch.device) -> Checkpoint:
         masks=masks,
         optimizer_state=optimizer_state,
         state=meta["state"],
+        fallback_state=fallback_state,
+        fallback_masks=fallback_masks,
     )

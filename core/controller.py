@@ -16,7 +16,9 @@ be tested without a model. Four ideas keep it from stopping short of what the ta
   recovery a miss deserves, and a miss that recovery left within one standard error of the
   tolerance is not evidence against the step. Such a step is `provisional`: the run builds on
   it with a smaller increment, and the loop holds back the last model within tolerance, which
-  the job returns if the run ends past it. A larger miss is rolled back.
+  the job returns if the run ends past it. A second reading in a row past the tolerance, or a
+  provisional step the run could only end on below its target, gives the provisional steps up
+  (`fall_back`): back to the model held back. A larger miss is rolled back.
 - A rolled-back sparsity (the ceiling) is tried again once the model has recovered below it:
   the ceiling is provisional. (A run that stops short of its target tries the target once more
   with the final fine-tuning's epochs: see `core.push`.)
@@ -89,7 +91,9 @@ class ControllerState:
     `increment` is the fraction of the remaining weights the next step removes. `ceiling` is the
     lowest sparsity rolled back so far (1.0: none); it is provisional: once the model has
     recovered below it with room to spare it is tried again, `ceiling_failures` times at most
-    before it holds.
+    before it holds. `last_good_sparsity` is the step the run builds on, `within_sparsity` the
+    last one within tolerance (they differ while the run builds on provisional steps, the first
+    of which is at `provisional_from`).
     """
 
     target: float
@@ -105,6 +109,8 @@ class ControllerState:
     recovery_round: int = 0
     recovery_drop: float = 0.0  # the drop measured before the last recovery round
     curve: tuple[tuple[float, float], ...] = ()  # accepted (sparsity, drop) points
+    within_sparsity: float = 0.0  # the last step accepted within tolerance
+    provisional_from: float = 1.0  # the first provisional step since then (1.0: none)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -124,6 +130,9 @@ class ControllerDecision:
     next_sparsity: float
     state: ControllerState
     done: bool
+    # a rollback that gives up the provisional steps: back to the last step within tolerance
+    # (the loop's held-back model), not to the step before this one
+    to_within: bool = False
 
 
 class AdaptiveController:
@@ -135,8 +144,9 @@ class AdaptiveController:
       measure again); a miss within two standard errors of the tolerance gets
       `recovery_rounds` rounds, a larger one a single round, and a round that wins back no
       example ends the recovery. A miss that recovery left at D - A <= E is `provisional`: kept,
-      with the increment shrunk. A larger one rolls back to the last good sparsity, halves the
-      increment and makes this sparsity the ceiling.
+      with the increment shrunk (unless the step before was provisional too, or the run could
+      only end on it: then `fall_back`). A larger one rolls back to the last good sparsity,
+      halves the increment and makes this sparsity the ceiling.
     - h >= accelerate_above: accelerate; h < shrink_below: shrink (the increment *= shrink);
       else keep. With `steps_left` given, the increment is the cubic schedule's re-planned
       fraction (times `shrink` when shrinking); without it, it grows by `grow` on accelerate.
@@ -276,9 +286,12 @@ class AdaptiveController:
                     state, recovery_round=state.recovery_round + 1, recovery_drop=drop
                 )
                 return ControllerDecision("recover", sparsity, recovering, False)
+            if excess <= noise + _EPS and state.provisional_from < 1.0:
+                # a second reading in a row past the tolerance: that is evidence
+                return self.fall_back(state)
             if excess <= noise + _EPS:
                 # within one standard error of the tolerance: no evidence against the step
-                return self._accept(
+                kept = self._accept(
                     state,
                     sparsity=sparsity,
                     drop=drop,
@@ -286,6 +299,10 @@ class AdaptiveController:
                     steps_left=steps_left,
                     provisional=True,
                 )
+                if kept.done and sparsity < state.target - _EPS:
+                    # nowhere left to go from it: not a model to end on
+                    return self.fall_back(kept.state)
+                return kept
             return self._rollback(state, sparsity)
         return self._accept(
             state,
@@ -298,6 +315,17 @@ class AdaptiveController:
     def _headroom(self, drop: float) -> float:
         allowed, dropped = self._units(drop)
         return 1.0 if allowed <= 0 else (allowed - dropped) / allowed
+
+    def fall_back(self, state: ControllerState) -> ControllerDecision:
+        """Give up the provisional steps: a second reading in a row past the tolerance, or a
+        provisional step the run could only end on below its target. Back to the last step
+        within tolerance, with the first provisional sparsity as a rolled-back one (the ceiling)
+        and the increment halved, so that the search goes on from a model the job can return."""
+        failed = state.provisional_from
+        if failed >= 1.0:
+            raise ValueError("no provisional step to fall back from")
+        back = replace(state, last_good_sparsity=state.within_sparsity, provisional_from=1.0)
+        return replace(self._rollback(back, failed), to_within=True)
 
     def _rollback(self, state: ControllerState, sparsity: float) -> ControllerDecision:
         increment = state.increment / 2
@@ -362,16 +390,21 @@ class AdaptiveController:
             recovery_round=0,
             recovery_drop=0.0,
             curve=(*state.curve, (round(sparsity, 6), drop)),
+            within_sparsity=state.within_sparsity if provisional else sparsity,
+            provisional_from=min(state.provisional_from, sparsity) if provisional else 1.0,
         )
         reached = sparsity >= state.target - _EPS
         proposal = state.target if reached else self._propose(new, sparsity, increment)
+        done = reached or self._gap_closed(new, sparsity)
         if (
             not reached
             and headroom < self.shrink_below
             and ceiling < 1.0
             and proposal >= ceiling - _EPS
         ):
-            # not recovered enough below the ceiling to try it again: approach it by halves
+            # not recovered enough below the ceiling to try it again: approach it by halves,
+            # down to a gap of two minimal steps (closer, the halves would go on for ever)
             proposal = (sparsity + ceiling) / 2
-        done = reached or self._gap_closed(new, sparsity) or proposal - sparsity < _EPS
+            done = done or next_sparsity(sparsity, 2 * state.min_increment) >= ceiling - _EPS
+        done = done or proposal - sparsity < _EPS
         return ControllerDecision(verdict, proposal, new, done)

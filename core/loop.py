@@ -40,9 +40,9 @@ from core.data import TaskData
 from core.errors import TrainingDiverged
 from core.finetune import cosine_lr
 from core.granularity import count_params
-from core.outcome import accepted_curve, accepted_target, missed_reason
+from core.outcome import accepted_curve, missed_reason
 from core.planning import plan_layers
-from core.push import push_target, ramp_to
+from core.push import built_on, push_target, ramp_to
 from core.recovery import unspent_step_epochs
 from core.registries import SCHEDULES
 from core.report import PruneResult, StepCallback
@@ -166,7 +166,7 @@ def final(run: Run) -> None:
     epochs = min(epochs, run.spec.budget.max_epochs - state.counters.finetune_epochs)
     loss = math.nan
     trained = 0
-    target = accepted_target(state.reports)
+    target = built_on(run)
     phases: dict[str, float] = {}
     metric, val_loss = run.evaluate()
     if epochs > 0 and state.stop_reason != "max_runtime":

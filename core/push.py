@@ -35,9 +35,18 @@ def push_target(run: Run) -> float | None:
         return None
     if state.stop_reason not in ("no_headroom", "step_limit", "max_epochs"):
         return None
-    if accepted_target(state.reports) >= state.target - 1e-9:
+    if built_on(run) >= state.target - 1e-9:
         return None
     return state.target
+
+
+def built_on(run: Run) -> float:
+    """The sparsity the model was asked for: the adaptive controller's last step built on
+    (provisional steps it gave up are not), else the last accepted step's."""
+    controller = run.state.controller
+    if controller is not None:
+        return controller.last_good_sparsity
+    return accepted_target(run.state.reports)
 
 
 def ramp_sparsity(start: float, end: float, *, epoch: int, ramp: int) -> float:

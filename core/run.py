@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from core.checkpoint import Checkpoint, load_latest, load_step, save_checkpoint
+from core.checkpoint import Checkpoint, load_latest, save_checkpoint
 from core.contract.layout import CHECKPOINT_DENSE
 from core.controller import AdaptiveController, over_tolerance
 from core.data import TaskData
@@ -90,8 +90,8 @@ class Run:
         self.example = self.x_train[:1]
         self.masks: dict[str, Tensor] = {}
         self.optimizer: torch.optim.Optimizer | None = None
-        # the last model within tolerance while the run builds on a provisional step (None on
-        # resume: then it is read back from its checkpoint, `RunState.fallback_step`)
+        # the last model within tolerance while the run builds on a provisional step (every
+        # checkpoint carries it: `RunState.fallback_step`)
         self.fallback: Snapshot | None = None
         self.state = RunState(criterion=spec.prune.criterion, target=spec.prune.target)
         self.granularity = make_granularity(spec.prune.granularity)
@@ -276,7 +276,7 @@ class Run:
             masks=self.masks,
             optimizer=self.optimizer,
             state=encode_run_state(saved),
-            keep=self.state.fallback_step,
+            fallback=None if self.fallback is None else (self.fallback.model, self.fallback.masks),
         )
         if self.on_checkpoint is not None:
             self.on_checkpoint(path)
@@ -292,18 +292,33 @@ class Run:
         dense = copy.deepcopy(self.model)
         dense.load_state_dict(load_file(str(self.checkpoint_dir / DENSE_WEIGHTS)))
         self.dense_model = self.frozen_copy(dense)
-        self._load_tensors(checkpoint, shapes=self.state.shapes)
-        self.started = time.perf_counter()
-        return True
-
-    def _load_tensors(self, checkpoint: Checkpoint, *, shapes: dict[str, list[int]]) -> None:
-        resize_to_shapes(self.model, shapes)
+        held = self._held_back(checkpoint)
+        resize_to_shapes(self.model, self.state.shapes)
         self.model.to(self.device)
         self.model.load_state_dict(checkpoint.model_state)
         self.masks = checkpoint.masks
+        self.fallback = held
+        self.started = time.perf_counter()
         if checkpoint.optimizer_state is not None:
             self.optimizer = self.new_optimizer(self.spec.finetune.lr)
             self.optimizer.load_state_dict(checkpoint.optimizer_state)
+        return True
+
+    def _held_back(self, checkpoint: Checkpoint) -> Snapshot | None:
+        """The held-back model a checkpoint carries, rebuilt on the CPU at its own shapes
+        (channel pruning may have made the current model smaller)."""
+        if self.state.fallback_step is None or checkpoint.fallback_state is None:
+            return None
+        assert checkpoint.fallback_masks is not None
+        model = copy.deepcopy(self.model).cpu()  # not resized yet: the architecture as built
+        resize_to_shapes(model, self.state.fallback_shapes)
+        model.load_state_dict(checkpoint.fallback_state)
+        return Snapshot(
+            model=model,
+            masks=checkpoint.fallback_masks,
+            optimizer=None,
+            plan=self.state.fallback_plan,
+        )
 
     # ---------------------------------------------------------------- fallback
     def hold_fallback(self, snapshot: Snapshot, *, step: int, target: float) -> None:
@@ -314,29 +329,21 @@ class Run:
         # no optimizer moments: the run returns to it only at its end, with no training after
         self.fallback = replace(snapshot, optimizer=None)
         self.state.fallback_step, self.state.fallback_target = step, target
+        self.state.fallback_shapes = shapes_of(snapshot.model)
+        self.state.fallback_plan = copy.deepcopy(snapshot.plan)
 
     def release_fallback(self) -> None:
         """A step within tolerance: the model itself is what the run would return."""
         self.fallback = None
         self.state.fallback_step, self.state.fallback_target = None, 0.0
+        self.state.fallback_shapes, self.state.fallback_plan = {}, SparsityPlan()
 
     def load_fallback(self) -> float:
-        """Return to the held model within tolerance; return its target sparsity.
-
-        After a resume it is read back from its checkpoint, which `checkpoint` keeps.
-        """
-        step, target = self.state.fallback_step, self.state.fallback_target
-        assert step is not None, "no fallback held"
-        if self.fallback is not None:
-            self.load_snapshot(self.fallback)
-        else:
-            assert self.checkpoint_dir is not None  # without one there is no resume
-            checkpoint = load_step(self.checkpoint_dir, step, device=self.device)
-            held = decode_run_state(checkpoint.state)
-            self._load_tensors(checkpoint, shapes=held.shapes)
-            if checkpoint.optimizer_state is None:  # the old one holds the other model's
-                self.optimizer = self.new_optimizer(self.spec.finetune.lr)
-            self.state.plan = held.plan
+        """Return to the held-back model within tolerance (with a fresh optimizer: nothing
+        trains it after); return its target sparsity."""
+        assert self.fallback is not None and self.state.fallback_step is not None
+        target = self.state.fallback_target
+        self.load_snapshot(self.fallback)
         self.release_fallback()
         return target
 

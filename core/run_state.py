@@ -33,8 +33,10 @@ class RunState:
     measured sparsity of an accepted step within tolerance; `shapes` the current parameter shapes
     (channel pruning changes them, and a fresh model must be resized before loading weights).
     `fallback_step` is set while the model is built on a provisional step (past tolerance
-    within the validation noise): the step whose checkpoint holds the last model within
-    tolerance, at `fallback_target`, which the run returns if it ends past tolerance.
+    within the validation noise): the step after which the run had its last model within
+    tolerance, at `fallback_target`, which the run returns if it ends past tolerance; every
+    checkpoint carries that model's tensors, and its shapes and plan are `fallback_shapes` and
+    `fallback_plan`.
     """
 
     criterion: str
@@ -52,6 +54,8 @@ class RunState:
     shapes: dict[str, list[int]] = field(default_factory=dict)
     fallback_step: int | None = None
     fallback_target: float = 0.0
+    fallback_shapes: dict[str, list[int]] = field(default_factory=dict)
+    fallback_plan: SparsityPlan = field(default_factory=SparsityPlan)
 
 
 def encode_run_state(state: RunState) -> dict[str, Any]:
@@ -73,6 +77,8 @@ def encode_run_state(state: RunState) -> dict[str, Any]:
         "shapes": {name: list(shape) for name, shape in state.shapes.items()},
         "fallback_step": state.fallback_step,
         "fallback_target": state.fallback_target,
+        "fallback_shapes": {name: list(shape) for name, shape in state.fallback_shapes.items()},
+        "fallback_plan": asdict(state.fallback_plan),
     }
 
 
@@ -103,6 +109,11 @@ def decode_run_state(data: dict[str, Any]) -> RunState:
         reports=[StepReport(**report) for report in data["reports"]],
         plan=SparsityPlan(**data["plan"]),
         shapes={name: list(shape) for name, shape in data["shapes"].items()},
-        fallback_step=data.get("fallback_step"),  # absent from checkpoints before it existed
+        # absent from version 1 checkpoints, which held nothing back
+        fallback_step=data.get("fallback_step"),
         fallback_target=float(data.get("fallback_target", 0.0)),
+        fallback_shapes={
+            name: list(shape) for name, shape in data.get("fallback_shapes", {}).items()
+        },
+        fallback_plan=SparsityPlan(**data.get("fallback_plan", {})),
     )

@@ -6,7 +6,6 @@ import math
 import time
 
 from core.errors import TrainingDiverged
-from core.outcome import accepted_target
 from core.pretrained import reestimate_batchnorm, step_lr
 from core.recovery import judge, step_budget_spent
 from core.registries import SCHEDULES
@@ -132,7 +131,10 @@ def prune_step(run: Run) -> bool:
                 recovery_epochs=recovered,
             )
             assert snapshot is not None
-            run.load_snapshot(snapshot)
+            if verdict.to_within and state.fallback_step is not None:
+                run.load_fallback()  # the provisional steps are given up together
+            else:  # the step before this one (within tolerance when it was the provisional one)
+                run.load_snapshot(snapshot)
             if done:
                 state.stop_reason = "no_headroom"
             run.checkpoint()
@@ -142,7 +144,7 @@ def prune_step(run: Run) -> bool:
             # one is held already) and is what the run returns if it ends past tolerance
             assert snapshot is not None
             run.hold_fallback(
-                snapshot, step=state.counters.step - 1, target=accepted_target(state.reports)
+                snapshot, step=state.counters.step - 1, target=verdict.state.within_sparsity
             )
         else:
             run.release_fallback()

@@ -38,12 +38,15 @@ class StepNarrator:
         max_drop: the spec's `max_metric_drop`.
         dense: the dense metric when already known (a resumed job), else None.
         previous: the last recorded step's sparsity (a resumed job), else 0.
+        within: the last recorded step within tolerance, when it differs from `previous`.
     """
 
     metric: str
     max_drop: float
     dense: float | None = None
     previous: float = 0.0
+    # the last step within tolerance (provisional steps are not); None: `previous`
+    within: float | None = None
 
     def step(self, report: dict[str, Any]) -> Event:
         """The event of one step report (`StepReport.to_dict()`)."""
@@ -58,7 +61,7 @@ class StepNarrator:
             "seconds": float(report["seconds"]),
         }
         if decision == "baseline":
-            self.dense, self.previous = value, sparsity
+            self.dense, self.previous, self.within = value, sparsity, sparsity
             message = f"step {step}: dense baseline, {self.metric} {value:.4f}"
             return Event("step", message, data=data)
         moved = f"{self.previous:.2f} -> {sparsity:.2f} sparsity"
@@ -72,6 +75,13 @@ class StepNarrator:
         level = "warning" if decision == "rollback" else "info"
         if decision == "final":
             message = f"step {step}: final fine-tuning at {sparsity:.2f} sparsity, {judged}"
+        elif decision == "rollback" and self.within is not None and self.within < self.previous:
+            # where it returns depends on what follows: the provisional step before it, or (the
+            # steps given up, or the run ending past tolerance) the last one within tolerance
+            message = (
+                f"step {step}: {moved}, {judged}: rollback (the steps since {self.within:.2f} "
+                "were provisional)"
+            )
         elif decision == "rollback":
             message = f"step {step}: {moved}, {judged}: rollback to {self.previous:.2f}"
         elif decision == "provisional":
@@ -83,6 +93,8 @@ class StepNarrator:
             message = f"step {step}: {moved}, {judged}: {decision}"
         if decision != "rollback":
             self.previous = sparsity
+        if decision not in ("rollback", "provisional"):
+            self.within = sparsity
         return Event("step", message, level=level, data=data)
 
 

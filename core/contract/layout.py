@@ -20,6 +20,9 @@ CHECKPOINT_MODEL = "model.safetensors"
 CHECKPOINT_MASKS = "masks.safetensors"
 CHECKPOINT_OPTIMIZER = "optimizer.safetensors"
 CHECKPOINT_STATE = "state.json"
+# while a run builds on provisional steps: the last model within tolerance, which it may return
+CHECKPOINT_FALLBACK_MODEL = "fallback-model.safetensors"
+CHECKPOINT_FALLBACK_MASKS = "fallback-masks.safetensors"
 CHECKPOINTS_KEPT = 2
 
 # a one-shot run's checkpoint: oneshot/ holds block-NNNN.safetensors per finished block and

@@ -145,7 +145,9 @@ def test_without_an_example_count_no_miss_is_provisional():
     assert controller.decide(state, sparsity=0.3, drop=0.0201).verdict == "rollback"
 
 
-def test_a_provisional_step_does_not_clear_a_ceiling():
+def test_a_provisional_reading_at_a_retried_ceiling_is_no_pass():
+    # the ceiling stays, and a run that cannot go past it does not end on a model past
+    # tolerance: its provisional step is given up, back to the last step within tolerance
     controller = AdaptiveController(tolerance=0.02, examples=500, recovery_rounds=0)
     state = ControllerState(
         target=0.9,
@@ -155,10 +157,12 @@ def test_a_provisional_step_does_not_clear_a_ceiling():
         ceiling=0.6,
         ceiling_failures=1,
         last_good_sparsity=0.5,
+        within_sparsity=0.5,
     )
     decision = controller.decide(state, sparsity=0.6, drop=0.022, metric=0.878)
-    assert decision.verdict == "provisional"
-    assert decision.state.ceiling == 0.6  # not passed: a provisional step is no pass
+    assert decision.verdict == "rollback" and decision.to_within
+    assert decision.state.ceiling == 0.6 and decision.state.last_good_sparsity == 0.5
+    assert 0.5 < decision.next_sparsity < 0.6
 
 
 def test_a_large_miss_after_recovery_rolls_back_to_the_last_good_step():
@@ -369,3 +373,51 @@ def test_gives_up_when_every_step_costs_too_much():
     controller = AdaptiveController(tolerance=0.0, examples=100)
     state, _ = run(controller, controller.initial_state(target=0.9, steps=1), lambda s, rounds: 0.1)
     assert state.best_sparsity == 0.0
+
+
+def test_a_second_reading_in_a_row_past_the_tolerance_gives_the_provisional_steps_up():
+    """breast_cancer, `max`: every step from 0.943 up read one example past the tolerance;
+    built on one after another, they stopped the run at 0.951 on a model past tolerance."""
+    controller = AdaptiveController(tolerance=0.02, examples=114, recovery_rounds=0)
+    state = controller.initial_state(target=0.99, steps=8, search_max=True)
+    state = controller.decide(state, sparsity=0.887, drop=0.0, metric=0.974, steps_left=4).state
+    # 3 examples lost against 2 allowed, one standard error is 2.6 of them
+    first = controller.decide(state, sparsity=0.943, drop=3 / 114, metric=0.939, steps_left=3)
+    assert first.verdict == "provisional" and not first.to_within
+    assert first.state.within_sparsity == 0.887 and first.state.provisional_from == 0.943
+    second = controller.decide(
+        first.state, sparsity=first.next_sparsity, drop=3 / 114, metric=0.939, steps_left=2
+    )
+    assert second.verdict == "rollback" and second.to_within
+    assert second.state.last_good_sparsity == 0.887  # the last step within tolerance
+    assert second.state.ceiling == 0.943  # the first provisional one failed
+    assert second.state.provisional_from == 1.0
+    assert 0.887 < second.next_sparsity < 0.943
+    # a reading within tolerance in between confirms the provisional step
+    confirmed = controller.decide(
+        first.state, sparsity=first.next_sparsity, drop=2 / 114, metric=0.947, steps_left=2
+    )
+    assert confirmed.verdict != "rollback"
+    assert confirmed.state.within_sparsity == pytest.approx(first.next_sparsity)
+    assert confirmed.state.provisional_from == 1.0
+
+
+def test_a_provisional_step_the_run_would_end_on_below_its_target_is_given_up():
+    controller = AdaptiveController(tolerance=0.02, examples=114, recovery_rounds=0)
+    state = ControllerState(
+        target=0.99,
+        increment=0.1,
+        min_increment=0.027,
+        max_increment=0.5,
+        search_max=True,
+        ceiling=0.9533,
+        ceiling_failures=1,
+        last_good_sparsity=0.9434,
+        within_sparsity=0.9434,
+    )
+    # half-way to the ceiling would be less than two minimal steps: nowhere left to go
+    decision = controller.decide(state, sparsity=0.9508, drop=3 / 114, metric=0.939)
+    assert decision.verdict == "rollback" and decision.to_within
+    assert decision.state.last_good_sparsity == 0.9434
+    with pytest.raises(ValueError, match="no provisional step"):
+        controller.fall_back(state)

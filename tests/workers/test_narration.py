@@ -57,8 +57,12 @@ def test_a_provisional_step_is_told_as_built_on_within_the_noise() -> None:
         "step 1: 0.00 -> 0.42 sparsity, accuracy 0.8750 (drop 0.025 > 0.02): provisional (past "
         "the tolerance by less than the validation noise; the last model within it is held back)"
     )
-    after = narrator.step(report(2, 0.5, 0.89, "keep"))
-    assert after.message.startswith("step 2: 0.42 -> 0.50 sparsity")  # built on
+    ended = narrator.step(report(2, 0.5, 0.86, "rollback"))
+    assert ended.message.endswith(": rollback (the steps since 0.00 were provisional)")
+    after = narrator.step(report(3, 0.46, 0.89, "keep"))
+    assert after.message.startswith("step 3: 0.42 -> 0.46 sparsity")  # built on
+    rolled = narrator.step(report(4, 0.6, 0.8, "rollback"))
+    assert rolled.message.endswith(": rollback to 0.46")  # within tolerance again
 
 
 def test_chance_level_is_within_a_small_margin_of_one_over_classes() -> None:
