@@ -48,7 +48,7 @@ from torch.nn.utils import prune as torch_prune
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import ROOT, mean_std, write_section
+from bench.common import ROOT, mean_std, source_digest, write_section
 from core.data import TaskData, builtin_task
 from core.finetune import cosine_lr, epoch_generator, evaluate, to_tensors, train_epoch
 from core.loop import prune
@@ -269,9 +269,10 @@ CRITERIA = (*REGISTERED_CRITERIA, AUTO)
 
 
 CACHE = ROOT / "bench" / ".cache" / "quality.jsonl"
-# results are reused only while the protocol that produced them is unchanged (its last part
-# names the revision of the adaptive controller the cached runs were made with)
-PROTOCOL = f"lr{LR}-b{BATCH}-{STEPS}x{EPOCHS_PER_STEP}+{FINAL}-tol{TOL}-controller3"
+# results are reused only while the protocol and the engine that produced them are unchanged
+# (a change anywhere in core/ can move a run: the final fine-tuning's rules move gmp's too)
+ENGINE = source_digest("core")
+PROTOCOL = f"lr{LR}-b{BATCH}-{STEPS}x{EPOCHS_PER_STEP}+{FINAL}-tol{TOL}-core{ENGINE}"
 Key = tuple[str, int, str, float]
 Cached = tuple[float, float, float | None]  # test accuracy, sparsity, sparsity within TOL
 
@@ -494,14 +495,18 @@ def render_schedules(results: dict[str, Any], args: argparse.Namespace) -> str:
         f"{BUDGET} fine-tuning epochs for both; tolerance {100 * TOL:g} points of validation "
         "accuracy. gmp: cubic schedule 10 x 3 + 20 epochs (Zhu & Gupta 2017). adaptive: the "
         "adaptive controller (steps of 3 epochs, each ending annealed, plus the recovery rounds "
-        "it asks for; 20 final epochs plus the step epochs of the nominal 10 x 3 it left unused; "
-        "a run stopped short of its target climbs to it in its final fine-tuning and keeps that "
-        "only within tolerance; all counted in the same budget). 'within tol.' is, for both, "
+        "it asks for; each accepted step follows the cubic schedule re-planned from where the "
+        "run is, smaller where the metric comes close to the tolerance; a miss that recovery "
+        "leaves within one standard error of the tolerance is built on provisionally, the last "
+        "model within tolerance held back; 20 final epochs plus the step epochs of the nominal "
+        "10 x 3 it left unused; a run stopped short of its target climbs to it in its final "
+        "fine-tuning and keeps that only within tolerance; all counted in the same budget). "
+        "'within tol.' is, for both, "
         "the highest sparsity whose validation accuracy, measured by the engine after a step "
         "or after the final fine-tuning, stayed within the tolerance: the same split and the "
         "same rule (whole validation examples, `Run.within`), on the path for gmp, and on "
-        "accepted steps and the final model for adaptive (every one of them is within "
-        "tolerance); accuracy is on the test split, mean "
+        "the steps within tolerance and the final model for adaptive (the model it returns is "
+        "within tolerance); accuracy is on the test split, mean "
         "over the seeds in the row's last column. Met: adaptive within tol. >= gmp within tol. "
         "- 0.005 and "
         "adaptive test accuracy >= gmp's - 1 point.",
