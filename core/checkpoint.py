@@ -94,6 +94,15 @@ def unshared(state: dict[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
+def _save_masks(masks: dict[str, Tensor], path: Path) -> None:
+    """Masks as uint8 (safetensors has no bool), on the CPU."""
+    save_file({k: v.to(torch.uint8).contiguous().cpu() for k, v in masks.items()}, str(path))
+
+
+def _load_masks(path: Path, *, device: str) -> dict[str, Tensor]:
+    return {k: v.to(torch.bool) for k, v in load_file(str(path), device=device).items()}
+
+
 def save_checkpoint(
     directory: Path,
     *,
@@ -115,17 +124,11 @@ def save_checkpoint(
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=directory))
     try:
         save_file(unshared(model.state_dict()), str(staging / CHECKPOINT_MODEL))
-        save_file(
-            {k: v.to(torch.uint8).contiguous().cpu() for k, v in masks.items()},
-            str(staging / CHECKPOINT_MASKS),
-        )
+        _save_masks(masks, staging / CHECKPOINT_MASKS)
         if fallback is not None:
             held, held_masks = fallback
             save_file(unshared(held.state_dict()), str(staging / CHECKPOINT_FALLBACK_MODEL))
-            save_file(
-                {k: v.to(torch.uint8).contiguous().cpu() for k, v in held_masks.items()},
-                str(staging / CHECKPOINT_FALLBACK_MASKS),
-            )
+            _save_masks(held_masks, staging / CHECKPOINT_FALLBACK_MASKS)
         meta: dict[str, Any] = {
             "version": RUN_STATE_VERSION,
             "step": step,
@@ -184,10 +187,7 @@ def load_latest(directory: Path, *, device: torch.device) -> Checkpoint | None:
     path = directory / pointer.read_text().strip()
     meta = read_state(path)
     model_state = load_file(str(path / CHECKPOINT_MODEL), device=str(device))
-    masks = {
-        k: v.to(torch.bool)
-        for k, v in load_file(str(path / CHECKPOINT_MASKS), device=str(device)).items()
-    }
+    masks = _load_masks(path / CHECKPOINT_MASKS, device=str(device))
     optimizer_state = None
     if meta["optimizer"] is not None:
         tensors = load_file(str(path / CHECKPOINT_OPTIMIZER), device=str(device))
@@ -195,10 +195,7 @@ def load_latest(directory: Path, *, device: torch.device) -> Checkpoint | None:
     fallback_state = fallback_masks = None
     if (path / CHECKPOINT_FALLBACK_MODEL).is_file():
         fallback_state = load_file(str(path / CHECKPOINT_FALLBACK_MODEL), device="cpu")
-        fallback_masks = {
-            k: v.to(torch.bool)
-            for k, v in load_file(str(path / CHECKPOINT_FALLBACK_MASKS), device="cpu").items()
-        }
+        fallback_masks = _load_masks(path / CHECKPOINT_FALLBACK_MASKS, device="cpu")
     return Checkpoint(
         step=int(meta["step"]),
         path=path,

@@ -45,7 +45,7 @@ from core.planning import plan_layers
 from core.push import built_on, push_target, ramp_to
 from core.recovery import unspent_step_epochs
 from core.registries import SCHEDULES
-from core.report import PruneResult, StepCallback
+from core.report import Decision, PruneResult, StepCallback
 from core.run import DENSE_WEIGHTS, CheckpointCallback, PhaseCallback, Run
 from core.spec import JobSpec
 from core.step import prune_step
@@ -146,6 +146,32 @@ def _training_seconds(start: float, phases: dict[str, float]) -> float:
     return time.perf_counter() - start - cuts
 
 
+def _row(
+    run: Run,
+    decision: Decision,
+    *,
+    target: float,
+    metric: float,
+    loss: float,
+    start: float,
+    phases: dict[str, float],
+    epochs: int,
+) -> None:
+    """Report a row of the final phase (a rolled-back push or end, or the final row) as its
+    own step, timed from `start`."""
+    run.state.counters.step += 1
+    phases["finetuning"] = _training_seconds(start, phases)
+    run.report(
+        target=target,
+        metric=metric,
+        loss=loss,
+        decision=decision,
+        seconds=time.perf_counter() - start,
+        epochs=epochs,
+        phases=phases,
+    )
+
+
 def final(run: Run) -> None:
     """Fine-tune at the accepted sparsity with a cosine decay, report and checkpoint.
 
@@ -190,16 +216,15 @@ def final(run: Run) -> None:
             target = push
             state.stop_reason = "target_reached"
         elif push is not None:
-            state.counters.step += 1
-            phases["finetuning"] = _training_seconds(start, phases)
-            run.report(
+            _row(
+                run,
+                "rollback",
                 target=push,
                 metric=metric,
                 loss=loss,
-                decision="rollback",
-                seconds=time.perf_counter() - start,
-                epochs=trained,
+                start=start,
                 phases=phases,
+                epochs=trained,
             )
             start, phases, trained = time.perf_counter(), {}, 0
             run.load_snapshot(snapshot)
@@ -207,21 +232,20 @@ def final(run: Run) -> None:
         elif diverged or _final_lost(run, metric, start_metric):
             run.load_snapshot(snapshot)
             metric, val_loss, loss = start_metric, start_loss, math.nan
-    if state.fallback_step is not None and run.within(metric):
+    if run.fallback is not None and run.within(metric):
         run.release_fallback()
-    elif state.fallback_step is not None:
+    elif run.fallback is not None:
         # the run ends past tolerance on provisional steps: that is reported as a rolled-back
         # step, and the last model within tolerance is what the run returns
-        state.counters.step += 1
-        phases["finetuning"] = _training_seconds(start, phases)
-        run.report(
+        _row(
+            run,
+            "rollback",
             target=target,
             metric=metric,
             loss=val_loss if math.isnan(loss) else loss,
-            decision="rollback",
-            seconds=time.perf_counter() - start,
-            epochs=trained,
+            start=start,
             phases=phases,
+            epochs=trained,
         )
         start, phases, trained = time.perf_counter(), {}, 0
         target = run.load_fallback()
@@ -229,16 +253,15 @@ def final(run: Run) -> None:
         loss = math.nan
         if state.stop_reason == "target_reached":
             state.stop_reason = "no_headroom"
-    state.counters.step += 1
-    phases["finetuning"] = _training_seconds(start, phases)
-    run.report(
-        target=target,  # the last accepted step's sparsity, or the target a push reached
+    _row(
+        run,
+        "final",
+        target=target,  # what the model was asked for: built on, reached by a push, held back
         metric=metric,
         loss=val_loss if math.isnan(loss) else loss,
-        decision="final",
-        seconds=time.perf_counter() - start,
-        epochs=trained,  # what ran, not what was planned (none after max_runtime)
+        start=start,
         phases=phases,
+        epochs=trained,  # what ran, not what was planned (none after max_runtime)
     )
     state.finished = True
     run.checkpoint()

@@ -91,7 +91,7 @@ class Run:
         self.masks: dict[str, Tensor] = {}
         self.optimizer: torch.optim.Optimizer | None = None
         # the last model within tolerance while the run builds on a provisional step (every
-        # checkpoint carries it: `RunState.fallback_step`)
+        # checkpoint carries it; its sparsity is the controller's `within_sparsity`)
         self.fallback: Snapshot | None = None
         self.state = RunState(criterion=spec.prune.criterion, target=spec.prune.target)
         self.granularity = make_granularity(spec.prune.granularity)
@@ -307,9 +307,8 @@ class Run:
     def _held_back(self, checkpoint: Checkpoint) -> Snapshot | None:
         """The held-back model a checkpoint carries, rebuilt on the CPU at its own shapes
         (channel pruning may have made the current model smaller)."""
-        if self.state.fallback_step is None or checkpoint.fallback_state is None:
+        if checkpoint.fallback_state is None or checkpoint.fallback_masks is None:
             return None
-        assert checkpoint.fallback_masks is not None
         model = copy.deepcopy(self.model).cpu()  # not resized yet: the architecture as built
         resize_to_shapes(model, self.state.fallback_shapes)
         model.load_state_dict(checkpoint.fallback_state)
@@ -321,28 +320,26 @@ class Run:
         )
 
     # ---------------------------------------------------------------- fallback
-    def hold_fallback(self, snapshot: Snapshot, *, step: int, target: float) -> None:
-        """Keep `snapshot`, the model after step `step` (at `target`, within tolerance), as
-        the one to return if the run ends past tolerance; no-op while one is held."""
-        if self.state.fallback_step is not None:
+    def hold_fallback(self, snapshot: Snapshot) -> None:
+        """Keep `snapshot`, a model within tolerance, as the one to return if the run ends
+        past tolerance; no-op while one is held."""
+        if self.fallback is not None:
             return
-        # no optimizer moments: the run returns to it only at its end, with no training after
+        # no optimizer moments: nothing trains it after the run returns to it
         self.fallback = replace(snapshot, optimizer=None)
-        self.state.fallback_step, self.state.fallback_target = step, target
         self.state.fallback_shapes = shapes_of(snapshot.model)
         self.state.fallback_plan = copy.deepcopy(snapshot.plan)
 
     def release_fallback(self) -> None:
         """A step within tolerance: the model itself is what the run would return."""
         self.fallback = None
-        self.state.fallback_step, self.state.fallback_target = None, 0.0
         self.state.fallback_shapes, self.state.fallback_plan = {}, SparsityPlan()
 
     def load_fallback(self) -> float:
         """Return to the held-back model within tolerance (with a fresh optimizer: nothing
-        trains it after); return its target sparsity."""
-        assert self.fallback is not None and self.state.fallback_step is not None
-        target = self.state.fallback_target
+        trains it after); return the sparsity it was asked for."""
+        assert self.fallback is not None and self.state.controller is not None
+        target = self.state.controller.within_sparsity
         self.load_snapshot(self.fallback)
         self.release_fallback()
         return target

@@ -32,11 +32,9 @@ class RunState:
     reach); `next_target` the adaptive controller's next proposal; `best_within` the highest
     measured sparsity of an accepted step within tolerance; `shapes` the current parameter shapes
     (channel pruning changes them, and a fresh model must be resized before loading weights).
-    `fallback_step` is set while the model is built on a provisional step (past tolerance
-    within the validation noise): the step after which the run had its last model within
-    tolerance, at `fallback_target`, which the run returns if it ends past tolerance; every
-    checkpoint carries that model's tensors, and its shapes and plan are `fallback_shapes` and
-    `fallback_plan`.
+    While the run builds on a provisional step (past tolerance within the validation noise) it
+    holds back its last model within tolerance: every checkpoint carries that model's tensors,
+    and `fallback_shapes` and `fallback_plan` are its shapes and plan.
     """
 
     criterion: str
@@ -52,8 +50,6 @@ class RunState:
     reports: list[StepReport] = field(default_factory=list)
     plan: SparsityPlan = field(default_factory=SparsityPlan)
     shapes: dict[str, list[int]] = field(default_factory=dict)
-    fallback_step: int | None = None
-    fallback_target: float = 0.0
     fallback_shapes: dict[str, list[int]] = field(default_factory=dict)
     fallback_plan: SparsityPlan = field(default_factory=SparsityPlan)
 
@@ -75,8 +71,6 @@ def encode_run_state(state: RunState) -> dict[str, Any]:
         "reports": [report.to_dict() for report in state.reports],
         "plan": asdict(state.plan),
         "shapes": {name: list(shape) for name, shape in state.shapes.items()},
-        "fallback_step": state.fallback_step,
-        "fallback_target": state.fallback_target,
         "fallback_shapes": {name: list(shape) for name, shape in state.fallback_shapes.items()},
         "fallback_plan": asdict(state.fallback_plan),
     }
@@ -110,8 +104,6 @@ def decode_run_state(data: dict[str, Any]) -> RunState:
         plan=SparsityPlan(**data["plan"]),
         shapes={name: list(shape) for name, shape in data["shapes"].items()},
         # absent from version 1 checkpoints, which held nothing back
-        fallback_step=data.get("fallback_step"),
-        fallback_target=float(data.get("fallback_target", 0.0)),
         fallback_shapes={
             name: list(shape) for name, shape in data.get("fallback_shapes", {}).items()
         },

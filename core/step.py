@@ -131,7 +131,7 @@ def prune_step(run: Run) -> bool:
                 recovery_epochs=recovered,
             )
             assert snapshot is not None
-            if verdict.to_within and state.fallback_step is not None:
+            if verdict.to_within and run.fallback is not None:
                 run.load_fallback()  # the provisional steps are given up together
             else:  # the step before this one (within tolerance when it was the provisional one)
                 run.load_snapshot(snapshot)
@@ -143,9 +143,7 @@ def prune_step(run: Run) -> bool:
             # built on, not returned: the model before this step was within tolerance (unless
             # one is held already) and is what the run returns if it ends past tolerance
             assert snapshot is not None
-            run.hold_fallback(
-                snapshot, step=state.counters.step - 1, target=verdict.state.within_sparsity
-            )
+            run.hold_fallback(snapshot)
         else:
             run.release_fallback()
         if done:
